@@ -1,0 +1,163 @@
+"""Database URLs, engines and the facts about drivers that the rest of the code should not know.
+
+nova.conf URLs name sync drivers (``mysql+pymysql://``); fastmigrate swaps in the asyncio driver of the same
+database (asyncmy, aiosqlite) so the URL can be pasted as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .errors import ConnectionFailed, SchemaError, UsageError
+from .schema import REQUIRED_COLUMNS
+
+__all__ = [
+    "RETRYABLE_ERRNOS",
+    "check_schema",
+    "connect_engine",
+    "is_mysql",
+    "mask",
+    "mysql_errno",
+    "normalize_url",
+    "scrub",
+]
+
+_ASYNC_DRIVERS = {"mysql": "mysql+asyncmy", "mariadb": "mysql+asyncmy", "sqlite": "sqlite+aiosqlite"}
+# 1205 lock wait timeout, 1213 deadlock, 2006/2013 lost connection: try again (after a reconnect).
+RETRYABLE_ERRNOS = frozenset({1205, 1213, 2006, 2013})
+# group_concat_max_len bounds the writer's fingerprint of one instance's flavor rows.
+_MYSQL_SESSION = "SET SESSION group_concat_max_len = 16777216"
+
+
+def normalize_url(text: str) -> URL:
+    """The URL nova.conf holds, with its driver swapped for the asyncio one."""
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise UsageError(
+            f"{scrub(text, [_password_of(text)])!r} is not a database URL; "
+            "use mysql+pymysql://USER:PASSWORD@HOST/DB or sqlite:///PATH"
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in _ASYNC_DRIVERS:
+        raise UsageError(f"{mask(url)}: {backend!r} databases are not supported; use a mysql:// or sqlite:/// URL")
+    url = url.set(drivername=_ASYNC_DRIVERS[backend])
+    if backend == "sqlite" and url.database in (None, "", ":memory:"):
+        raise UsageError(f"{mask(url)}: name a database file, e.g. sqlite:////var/lib/nova/nova.sqlite")
+    return url
+
+
+def _password_of(text: str) -> str:
+    # For messages about URLs too broken to parse: mask whatever sits between ':' and '@' after '//'.
+    rest = text.split("//", 1)[-1]
+    creds = rest.rsplit("@", 1)[0] if "@" in rest else ""
+    return creds.split(":", 1)[1] if ":" in creds else ""
+
+
+def mask(url: URL | str) -> str:
+    url = make_url(url) if isinstance(url, str) else url
+    return url.render_as_string(hide_password=True)
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """Text with every secret replaced by ***: for messages that may quote a URL or a driver error."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:
+    return engine.dialect.name == "mysql"
+
+
+def mysql_errno(exc: BaseException) -> int | None:
+    """The MySQL error number behind an exception (decisions go by number, never by message)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def connect_engine(url: URL, *, pool_size: int = 4) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        # The writer's locking reads rely on next-key locks, which READ COMMITTED (common on Galera
+        # setups) does not take: without them a concurrent insert could slip in between check and write.
+        isolation_level="REPEATABLE READ",
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _session(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(_MYSQL_SESSION)
+        cursor.close()
+
+    return engine
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": 60})
+
+    # pysqlite's own transaction handling begins DEFERRED: two writers could both read, then deadlock on
+    # the upgrade to a write lock. Writers begin IMMEDIATE (taking the write lock up front); readers run
+    # in autocommit mode, each statement its own snapshot, never holding a transaction open.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+async def check_schema(engine: AsyncEngine, label: str) -> None:
+    """Refuse, before any write, a database that lacks the nova tables or columns fastmigrate needs."""
+    try:
+        async with engine.connect() as conn:
+            found = await conn.run_sync(_columns)
+    except DBAPIError as exc:
+        raise ConnectionFailed(f"{label}: cannot connect ({_driver_message(exc)}); check host, port, user and "
+                               "password in the URL, and that the server is up") from None
+    except OSError as exc:
+        raise ConnectionFailed(f"{label}: cannot connect ({exc}); check host and port, and that the server is up") from None
+    problems = []
+    for table, needed in REQUIRED_COLUMNS.items():
+        if table not in found:
+            problems.append(f"table {table} is missing")
+        elif missing := sorted(needed - found[table]):
+            problems.append(f"table {table} lacks column(s) {', '.join(missing)}")
+    if problems:
+        raise SchemaError(f"{label}: not a nova cell database fastmigrate can migrate: {'; '.join(problems)}. "
+                          "Point --db at a nova cell database (the [database]/connection of nova.conf), "
+                          "at a schema from Kilo or later")
+
+
+def _columns(sync_conn: Any) -> dict[str, set[str]]:
+    inspector = inspect(sync_conn)
+    present = set(inspector.get_table_names())
+    return {t: {c["name"] for c in inspector.get_columns(t)} for t in REQUIRED_COLUMNS if t in present}
+
+
+def _driver_message(exc: DBAPIError) -> str:
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if len(args) >= 2:
+        return f"{args[0]}: {args[1]}"
+    return str(orig) or type(orig).__name__

@@ -1,0 +1,40 @@
+"""Options, validated once at the edge into an immutable object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .reader import ReadOptions
+from .writer import WriteOptions
+
+__all__ = ["FlavorOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorOptions:
+    batch_size: int = 500  # instances per transaction
+    max_count: int | None = None  # stop after this many instances
+    force: bool = False  # also migrate busy instances (task_state set, vm_state rescued/resized)
+    include_deleted: bool = False  # also migrate soft-deleted instances
+    soft_delete: bool = False  # soft-delete the replaced rows (deleted = id) instead of deleting them
+    dry_run: bool = False  # read and report, write nothing
+    writers: int = 1  # concurrent writer transactions per database
+    queue_depth: int = 2  # batches waiting between two stages
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("batch_size", 1, 100_000), ("writers", 1, 64), ("queue_depth", 1, 64)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise UsageError(f"--{name.replace('_', '-')} must be a whole number from {low} to {high}, "
+                                 f"not {value!r}")
+        if self.max_count is not None and (not isinstance(self.max_count, int) or self.max_count < 1):
+            raise UsageError(f"--max-count must be a whole number of at least 1, not {self.max_count!r}")
+
+    @property
+    def read(self) -> ReadOptions:
+        return ReadOptions(include_deleted=self.include_deleted, force=self.force)
+
+    @property
+    def write(self) -> WriteOptions:
+        return WriteOptions(soft_delete=self.soft_delete, read=self.read)

@@ -1,0 +1,100 @@
+"""Wires reader -> transform -> writer for one database, with bounded queues and an explicit end.
+
+Queue sizes: each queue holds ``queue_depth`` batches (default 2). One batch waiting in front of each
+stage is enough for every stage to find work ready when it finishes the last one (the overlap that makes
+the database the bottleneck); more would only buy memory. At most about ``2 * queue_depth + 2 + writers``
+batches are alive at once, whatever the size of the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import reader
+from .options import FlavorOptions
+from .results import DatabaseResult
+from .transform import Broken, Migration, transform
+from .writer import write_batch
+
+__all__ = ["run_pipeline"]
+
+
+async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: DatabaseResult,
+                       on_batch: Callable[[DatabaseResult], None] | None = None) -> None:
+    pages: asyncio.Queue[reader.Page | None] = asyncio.Queue(cfg.queue_depth)
+    batches: asyncio.Queue[list[Migration] | None] = asyncio.Queue(cfg.queue_depth)
+    started = time.monotonic()
+
+    def tick() -> None:
+        result.seconds = time.monotonic() - started
+        if on_batch is not None:
+            on_batch(result)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(_read(engine, cfg, pages, result))
+        tasks.create_task(_transform(pages, batches, cfg, result, tick))
+        for _ in range(cfg.writers):
+            tasks.create_task(_write(engine, cfg, batches, result, tick))
+    result.seconds = time.monotonic() - started
+
+
+async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[reader.Page | None],
+                result: DatabaseResult) -> None:
+    last_id = 0
+    taken = 0
+    read_opts = cfg.read
+    async with engine.connect() as conn:
+        # Autocommit: every page is read from a fresh snapshot; nothing stays open between pages.
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        while True:
+            page = await reader.read_page(conn, last_id, cfg.batch_size, read_opts)
+            if page.scanned == 0:
+                break
+            last_id = page.last_id
+            if cfg.max_count is not None:
+                del page.candidates[cfg.max_count - taken:]
+                taken += len(page.candidates)
+            await out.put(page)
+            if cfg.max_count is not None and taken >= cfg.max_count:
+                result.stopped_early = True
+                break
+    await out.put(None)
+
+
+async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queue[list[Migration] | None],
+                     cfg: FlavorOptions, result: DatabaseResult, tick: Callable[[], None]) -> None:
+    while (page := await inbox.get()) is not None:
+        result.scanned += page.scanned
+        result.found += len(page.candidates) + len(page.busy) + len(page.broken)
+        result.busy.extend(page.busy)
+        result.broken.extend(page.broken)
+        batch: list[Migration] = []
+        for candidate in page.candidates:
+            outcome = transform(candidate)
+            if isinstance(outcome, Broken):
+                result.broken.append(outcome)
+            else:
+                batch.append(outcome)
+        if cfg.dry_run:
+            result.migrated += len(batch)
+            result.left_behind.extend((m.uuid, note) for m in batch for note in m.left_behind)
+            tick()
+        elif batch:
+            await out.put(batch)
+        else:
+            tick()
+    for _ in range(cfg.writers):
+        await out.put(None)
+
+
+async def _write(engine: AsyncEngine, cfg: FlavorOptions, inbox: asyncio.Queue[list[Migration] | None],
+                 result: DatabaseResult, tick: Callable[[], None]) -> None:
+    write_opts = cfg.write
+    while (batch := await inbox.get()) is not None:
+        outcome = await write_batch(engine, batch, write_opts)
+        result.absorb(outcome)
+        tick()

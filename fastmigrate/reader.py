@@ -1,0 +1,228 @@
+"""Reads candidates: instances without a flavor blob, each with every flavor row it has in system_metadata.
+
+Pages walk ``instances`` by primary key (keyset, never OFFSET; a plain ``id > :last``, so no row-constructor
+comparison for MariaDB to mis-plan). Each page is a handful of short autocommit statements: no snapshot
+or transaction stays open between pages. The same builders serve the writer, which re-reads the rows of
+its batch under lock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, and_, func, literal_column, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .schema import instance_extra, instances, sysmeta
+from .transform import KEY_PREFIXES, Broken, Candidate, SysmetaRow, fingerprint, is_busy
+
+__all__ = [
+    "ExtraRow",
+    "Page",
+    "ReadOptions",
+    "choose_extra",
+    "count_pending",
+    "fingerprints",
+    "load",
+    "read_page",
+]
+
+DONE = "done"  # choose_extra's answer for an instance that already has a blob
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    include_deleted: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraRow:
+    id: int
+    deleted: int
+    has_flavor: bool
+
+
+@dataclass(slots=True)
+class Page:
+    """What one read produced. ``last_id`` is the keyset cursor: the highest instances.id looked at."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    broken: list[Broken] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # have a blob already (or vanished: see load())
+    scanned: int = 0
+    last_id: int = 0
+
+
+def choose_extra(instance_deleted: bool, extras: Sequence[ExtraRow]) -> int | None | str | Broken:
+    """The instance_extra row to write to: its id, ``None`` to insert one, ``DONE``, or why neither.
+
+    nova sees only the live row of a live instance; a soft-deleted instance's row was soft-deleted with it.
+    """
+    visible = [e for e in extras if e.deleted == 0 or instance_deleted]
+    if any(e.has_flavor for e in visible):
+        return DONE
+    if len(visible) > 1:
+        ids = ", ".join(str(e.id) for e in visible)
+        return Broken("", f"{len(visible)} instance_extra rows (ids {ids}); delete all but one, then rerun")
+    return visible[0].id if visible else None
+
+
+_INSTANCE_COLUMNS = (instances.c.id, instances.c.uuid, instances.c.deleted, instances.c.task_state,
+                     instances.c.vm_state)
+
+
+def _flavor_keys() -> Any:
+    # '_' is a LIKE wildcard: escape it, or 'instance_type_' would also match 'instanceXtype_'.
+    return or_(*(sysmeta.c.key.like(p.replace("_", "!_") + "%", escape="!") for p in KEY_PREFIXES))
+
+
+def sysmeta_where(uuids: Sequence[str], include_deleted: bool) -> Any:
+    """The flavor rows of these instances: the one filter the read, the lock and the fingerprint share."""
+    clauses = [sysmeta.c.instance_uuid.in_(uuids), _flavor_keys()]
+    if not include_deleted:
+        clauses.append(sysmeta.c.deleted == 0)
+    return and_(*clauses)
+
+
+def _page_query(include_deleted: bool, last_id: int, limit: int) -> Select[Any]:
+    page = select(*_INSTANCE_COLUMNS).where(instances.c.id > last_id)
+    if not include_deleted:
+        page = page.where(instances.c.deleted == 0)
+    # The LIMIT applies to instances (a derived table), so a page never ends halfway through the
+    # extra rows of one instance.
+    inner = page.order_by(instances.c.id).limit(limit).subquery("i")
+    return (
+        select(inner, instance_extra.c.id.label("extra_id"), instance_extra.c.deleted.label("extra_deleted"),
+               instance_extra.c.flavor.is_not(None).label("has_flavor"))
+        .select_from(inner.outerjoin(instance_extra, instance_extra.c.instance_uuid == inner.c.uuid))
+        .order_by(inner.c.id)
+    )
+
+
+def _uuid_query(uuids: Sequence[str], lock: bool) -> Select[Any]:
+    query = (
+        select(*_INSTANCE_COLUMNS, instance_extra.c.id.label("extra_id"),
+               instance_extra.c.deleted.label("extra_deleted"),
+               instance_extra.c.flavor.is_not(None).label("has_flavor"))
+        .select_from(instances.outerjoin(instance_extra, instance_extra.c.instance_uuid == instances.c.uuid))
+        .where(instances.c.uuid.in_(uuids))
+    )
+    return query.with_for_update() if lock else query
+
+
+async def read_page(conn: AsyncConnection, last_id: int, limit: int, opts: ReadOptions) -> Page:
+    """The next ``limit`` instances after ``last_id``, sorted into candidates, busy, broken and done."""
+    result = await conn.execute(_page_query(opts.include_deleted, last_id, limit))
+    return await _sort(conn, result.all(), opts, lock=False)
+
+
+async def load(conn: AsyncConnection, uuids: Sequence[str], opts: ReadOptions, *, lock: bool) -> Page:
+    """The same as a page, for given instances: the writer's fresh read of instances that changed."""
+    result = await conn.execute(_uuid_query(uuids, lock))
+    page = await _sort(conn, result.all(), opts, lock=lock)
+    found = {c.uuid for c in page.candidates} | set(page.busy) | set(page.done) | {b.uuid for b in page.broken}
+    page.done.extend(u for u in uuids if u not in found)  # the instance row itself is gone
+    return page
+
+
+async def _sort(conn: AsyncConnection, rows: Sequence[Any], opts: ReadOptions, *, lock: bool) -> Page:
+    page = Page()
+    grouped: dict[int, tuple[Any, list[ExtraRow]]] = {}
+    for row in rows:
+        entry = grouped.setdefault(row.id, (row, []))
+        if row.extra_id is not None:
+            entry[1].append(ExtraRow(row.extra_id, row.extra_deleted, bool(row.has_flavor)))
+    wanted: dict[str, tuple[bool, int | None]] = {}
+    for inst, extras in grouped.values():
+        page.scanned += 1
+        page.last_id = max(page.last_id, inst.id)
+        if not opts.include_deleted and inst.deleted:
+            page.done.append(inst.uuid)  # deleted since it was read: out of scope
+            continue
+        target = choose_extra(bool(inst.deleted), extras)
+        if target == DONE:
+            page.done.append(inst.uuid)
+        elif isinstance(target, Broken):
+            page.broken.append(Broken(inst.uuid, target.reason))
+        elif not opts.force and is_busy(inst.task_state, inst.vm_state):
+            page.busy.append(inst.uuid)
+        else:
+            assert not isinstance(target, str)
+            wanted[inst.uuid] = (bool(inst.deleted), target)
+    if wanted:
+        by_uuid = await _flavor_rows(conn, list(wanted), opts.include_deleted, lock=lock)
+        for uuid, (deleted, extra_id) in wanted.items():
+            page.candidates.append(Candidate(uuid, deleted, extra_id, tuple(by_uuid.get(uuid, ()))))
+    return page
+
+
+async def _flavor_rows(conn: AsyncConnection, uuids: Sequence[str], include_deleted: bool, *,
+                       lock: bool) -> dict[str, list[SysmetaRow]]:
+    query = select(sysmeta.c.instance_uuid, sysmeta.c.id, sysmeta.c.key, sysmeta.c.value, sysmeta.c.deleted).where(
+        sysmeta_where(uuids, include_deleted))
+    if lock:
+        query = query.with_for_update()
+    by_uuid: dict[str, list[SysmetaRow]] = defaultdict(list)
+    for uuid, *rest in (await conn.execute(query)).tuples():
+        by_uuid[uuid].append(SysmetaRow(*rest))
+    return by_uuid
+
+
+# MD5 over the same canonical text as transform.fingerprint(): field separator 0x1f, row separator 0x1e,
+# NULL as 0x00. Computed in the server, one short row per instance comes back instead of all its rows.
+_MYSQL_FINGERPRINT = literal_column(
+    "MD5(GROUP_CONCAT(CONCAT_WS(CHAR(31), id, `key`, IFNULL(value, CHAR(0)), deleted) "
+    "ORDER BY id SEPARATOR 0x1e))"
+)
+
+
+async def fingerprints(conn: AsyncConnection, uuids: Sequence[str], include_deleted: bool) -> dict[str, str]:
+    """uuid -> fingerprint of its flavor rows as they are now, locking them (and the gaps around them)
+    until the transaction ends. Instances with no flavor rows left are absent from the answer."""
+    where = sysmeta_where(uuids, include_deleted)
+    if conn.dialect.name == "mysql":
+        query = (select(sysmeta.c.instance_uuid, _MYSQL_FINGERPRINT).where(where)
+                 .group_by(sysmeta.c.instance_uuid).with_for_update())
+        return dict((await conn.execute(query)).tuples().all())
+    # SQLite: the writer's BEGIN IMMEDIATE already excludes every other writer; hash the rows here.
+    by_uuid = await _flavor_rows(conn, uuids, include_deleted, lock=False)
+    return {uuid: fingerprint(rows) for uuid, rows in by_uuid.items()}
+
+
+async def extras(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, list[ExtraRow]]:
+    """The instance_extra rows of these instances, locked (with the index gaps where rows are missing,
+    so nobody can insert a second row for them until the transaction ends)."""
+    query = (select(instance_extra.c.instance_uuid, instance_extra.c.id, instance_extra.c.deleted,
+                    instance_extra.c.flavor.is_not(None))
+             .where(instance_extra.c.instance_uuid.in_(uuids)).with_for_update())
+    found: dict[str, list[ExtraRow]] = defaultdict(list)
+    for uuid, extra_id, deleted, has_flavor in (await conn.execute(query)).tuples():
+        found[uuid].append(ExtraRow(extra_id, deleted, bool(has_flavor)))
+    return found
+
+
+def pending_query(include_deleted: bool, low: int, high: int) -> Select[Any]:
+    e = instance_extra
+    has_blob = (select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
+                                     or_(e.c.deleted == 0, instances.c.deleted != 0)).exists())
+    query = select(func.count()).select_from(instances).where(instances.c.id > low, instances.c.id <= high, ~has_blob)
+    if not include_deleted:
+        query = query.where(instances.c.deleted == 0)
+    return query
+
+
+async def count_pending(conn: AsyncConnection, include_deleted: bool, *, step: int = 200_000) -> int:
+    """Instances still without a blob (busy and broken ones included), counted in primary-key slices so
+    no single statement runs long on a big table."""
+    low, high = (await conn.execute(select(func.min(instances.c.id), func.max(instances.c.id)))).one()
+    if low is None:
+        return 0
+    total = 0
+    for start in range(low - 1, high, step):
+        total += (await conn.execute(pending_query(include_deleted, start, start + step))).scalar_one()
+    return total

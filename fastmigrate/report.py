@@ -1,0 +1,99 @@
+"""Reports are pure formatters over a RunResult: a table for people, one JSON document for automation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .results import DatabaseResult, RunResult
+
+__all__ = ["SCHEMA_VERSION", "format_progress", "format_table", "to_json"]
+
+SCHEMA_VERSION = 1
+_COLUMNS = ("database", "found", "migrated", "busy", "broken", "remaining", "seconds", "instances/s")
+
+
+def _cells(db: DatabaseResult) -> tuple[str, ...]:
+    remaining = "?" if db.remaining is None else f"{db.remaining:,}"
+    return (db.database, f"{db.found:,}", f"{db.migrated:,}", f"{len(db.busy):,}", f"{len(db.broken):,}",
+            remaining, f"{db.seconds:.1f}", f"{db.rate:,.0f}")
+
+
+def format_table(run: RunResult, *, max_listed: int = 50) -> str:
+    rows = [_COLUMNS, *(_cells(db) for db in run.databases)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+
+    def line(row: tuple[str, ...]) -> str:
+        first = row[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(row[1:], widths[1:]))
+        return "  ".join((first, *rest)).rstrip()
+
+    out = []
+    if run.dry_run:
+        out.append("DRY RUN: nothing was written; 'migrated' counts what a real run would migrate.")
+    out.append(line(rows[0]))
+    out.append("  ".join("-" * w for w in widths))
+    out.extend(line(row) for row in rows[1:])
+    for db in run.databases:
+        if db.error:
+            out.append(f"\nerror: {db.error}")
+        if db.broken:
+            out.append(f"\n{db.database}: {len(db.broken)} instance(s) need manual intervention (left untouched):")
+            out.extend(f"  {b.uuid}: {b.reason}" for b in db.broken[:max_listed])
+            if len(db.broken) > max_listed:
+                out.append(f"  ... and {len(db.broken) - max_listed} more (--json lists them all)")
+        if db.busy:
+            out.append(f"\n{db.database}: {len(db.busy)} busy instance(s) skipped (task_state set, or vm_state "
+                       "rescued/resized); rerun when they settle, or use --force")
+        if db.left_behind:
+            out.append(f"\n{db.database}: {len(db.left_behind)} incomplete old_/new_ flavor(s) were treated as absent "
+                       "and left in system_metadata (as upstream did)")
+        if db.stopped_early:
+            out.append(f"\n{db.database}: stopped at --max-count; rerun to continue")
+    out.append(f"\nexit code {run.exit_code}")
+    return "\n".join(out) + "\n"
+
+
+def _db_json(db: DatabaseResult) -> dict[str, Any]:
+    return {
+        "database": db.database,
+        "found": db.found,
+        "migrated": db.migrated,
+        "busy": len(db.busy),
+        "broken": len(db.broken),
+        "remaining": db.remaining,
+        "pending_before": db.pending_before,
+        "skipped": db.skipped,
+        "refreshed": db.refreshed,
+        "retries": db.retries,
+        "scanned": db.scanned,
+        "sysmeta_rows_removed": db.rows_removed,
+        "stopped_early": db.stopped_early,
+        "seconds": round(db.seconds, 3),
+        "instances_per_second": round(db.rate, 1),
+        "exit_code": db.exit_code,
+        "error": db.error,
+        "broken_instances": [{"uuid": b.uuid, "reason": b.reason} for b in db.broken],
+        "busy_instances": db.busy,
+        "left_behind": [{"uuid": uuid, "note": note} for uuid, note in db.left_behind],
+    }
+
+
+def to_json(run: RunResult) -> str:
+    doc = {"schema_version": SCHEMA_VERSION, "command": "flavors", "dry_run": run.dry_run,
+           "exit_code": run.exit_code, "databases": [_db_json(db) for db in run.databases]}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def format_progress(db: DatabaseResult) -> str:
+    total = db.pending_before or 0
+    done = db.migrated + len(db.busy) + len(db.broken) + db.skipped
+    rate = db.rate
+    eta = f"ETA {_clock((total - done) / rate)}" if rate > 0 and total > done else ""
+    return f"{db.database}: {done:,}/{total:,} instances  {rate:,.0f}/s  {eta}".rstrip()
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,78 @@
+"""What a run found and did: counters kept apart from the (frozen) options, and the exit-code contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .transform import Broken
+from .writer import BatchOutcome
+
+__all__ = ["DatabaseResult", "ExitCode", "RunResult"]
+
+
+class ExitCode(IntEnum):
+    """The contract deployment tools loop on (nova-manage's online_data_migrations convention)."""
+
+    DONE = 0  # nothing left that can be migrated
+    MORE = 1  # work done and more remains: --max-count reached, or busy instances skipped
+    FAILED = 2  # some instances need manual intervention (broken), or the run failed
+    DIFFERENCES = 3  # verify commands: differences found
+    USAGE = 127  # invalid usage or input: bad URL, bad number, not a nova database
+
+
+@dataclass(slots=True)
+class DatabaseResult:
+    database: str  # the URL with its password masked
+    dry_run: bool = False
+    scanned: int = 0  # instances looked at
+    found: int = 0  # of those, without a blob: migrated + busy + broken + skipped
+    migrated: int = 0  # in a dry run: would be migrated
+    busy: list[str] = field(default_factory=list)
+    broken: list[Broken] = field(default_factory=list)
+    skipped: int = 0  # migrated or deleted by someone else while this run was at it
+    refreshed: int = 0  # changed between read and write; re-read and written from fresh data
+    retries: int = 0
+    rows_removed: int = 0
+    left_behind: list[tuple[str, str]] = field(default_factory=list)
+    pending_before: int | None = None
+    remaining: int | None = None  # instances without a blob after the run (busy and broken included)
+    stopped_early: bool = False  # --max-count reached
+    seconds: float = 0.0
+    error: str | None = None
+    error_code: int = 0
+
+    def absorb(self, outcome: BatchOutcome) -> None:
+        self.migrated += outcome.migrated
+        self.rows_removed += outcome.rows_removed
+        self.busy.extend(outcome.busy)
+        self.broken.extend(outcome.broken)
+        self.skipped += outcome.skipped
+        self.refreshed += outcome.refreshed
+        self.retries += outcome.retries
+        self.left_behind.extend(outcome.left_behind)
+
+    @property
+    def rate(self) -> float:
+        return self.migrated / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error_code or ExitCode.FAILED
+        if self.broken:
+            return ExitCode.FAILED
+        if self.remaining:
+            return ExitCode.MORE
+        return ExitCode.DONE
+
+
+@dataclass(slots=True)
+class RunResult:
+    databases: list[DatabaseResult]
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        # 127 (the invocation is wrong) > 2 (needs a human) > 1 (loop again) > 0.
+        return max((db.exit_code for db in self.databases), default=ExitCode.DONE)
