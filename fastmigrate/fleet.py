@@ -27,7 +27,7 @@ from .transform import PROPS
 
 __all__ = ["BROKEN_KINDS", "FLAVORS", "Fleet", "FleetSpec", "check_fleet", "create_fleet", "flavor_rows"]
 
-# (props as nova had them, how each is stored as a string); vcpu_weight None is stored three ways.
+# Flavors as nova had them; see _stored() for how each value is written as a string.
 FLAVORS: list[dict[str, Any]] = [
     {"id": 1, "name": "m1.tiny", "memory_mb": 512, "vcpus": 1, "root_gb": 1, "ephemeral_gb": 0,
      "flavorid": "1", "swap": 0, "rxtx_factor": 1.0, "vcpu_weight": None},
@@ -80,7 +80,7 @@ class Fleet:
 
 def _stored(prop: str, value: Any, rng: random.Random) -> str | None:
     if value is None:
-        return rng.choice(_NULL_SPELLINGS)
+        return rng.choice(_NULL_SPELLINGS) if prop in ("vcpu_weight", "rxtx_factor") else None
     if prop == "rxtx_factor" and value == int(value) and rng.random() < 0.5:
         return str(int(value))  # '1' must still become 1.0
     return str(value)
@@ -145,6 +145,8 @@ def _generate(spec: FleetSpec, fleet: Fleet, w: _Writer) -> Iterator[None]:
     rng = random.Random(spec.seed)
     created = datetime(2015, 1, 1)
     broken_left = spec.broken
+    broken_step = max(spec.instances // (spec.broken + 1), 1)  # spread out, the first one early
+    next_broken = broken_step
     for n in range(1, spec.instances + 1):
         uuid = str(uuidlib.UUID(int=rng.getrandbits(128), version=4))
         cur = rng.randrange(len(FLAVORS))
@@ -153,9 +155,10 @@ def _generate(spec: FleetSpec, fleet: Fleet, w: _Writer) -> Iterator[None]:
         resizing = rng.random() < spec.resizing
         migrated = rng.random() < spec.migrated
         kind = None
-        if broken_left and not deleted and not busy and not migrated and n % max(spec.instances // max(spec.broken, 1), 1) == 0:
+        if broken_left and n >= next_broken and not deleted and not busy and not migrated:
             kind = BROKEN_KINDS[(spec.broken - broken_left) % len(BROKEN_KINDS)]
             broken_left -= 1
+            next_broken += broken_step
         task_state, vm_state = None, "active"
         if busy:
             task_state, vm_state = rng.choice((("resize_migrating", "active"), (None, "resized"), (None, "rescued")))
@@ -255,13 +258,13 @@ async def check_fleet(engine: AsyncEngine, fleet: Fleet, *, include_deleted: boo
     async with engine.connect() as conn:
         blobs: dict[str, list[str | None]] = {}
         for uuid, blob, deleted in (await conn.execute(
-                select(instance_extra.c.instance_uuid, instance_extra.c.flavor, instance_extra.c.deleted))).tuples():
+                select(instance_extra.c.instance_uuid, instance_extra.c.flavor, instance_extra.c.deleted))):
             blobs.setdefault(uuid, []).append(blob)
         flavor_left: dict[str, int] = {}
         q = (select(sysmeta.c.instance_uuid, func.count()).where(sysmeta.c.key.like("%instance!_type!_%", escape="!"),
                                                                   sysmeta.c.deleted == 0)
              .group_by(sysmeta.c.instance_uuid))
-        for uuid, count in (await conn.execute(q)).tuples():
+        for uuid, count in (await conn.execute(q)):
             flavor_left[uuid] = count
         non_flavor = (await conn.execute(select(func.count()).select_from(sysmeta).where(
             ~sysmeta.c.key.like("%instance!_type!_%", escape="!")))).scalar_one()

@@ -168,7 +168,7 @@ async def _flavor_rows(conn: AsyncConnection, uuids: Sequence[str], include_dele
     if lock:
         query = query.with_for_update()
     by_uuid: dict[str, list[SysmetaRow]] = defaultdict(list)
-    for uuid, *rest in (await conn.execute(query)).tuples():
+    for uuid, *rest in (await conn.execute(query)):
         by_uuid[uuid].append(SysmetaRow(*rest))
     return by_uuid
 
@@ -188,7 +188,7 @@ async def fingerprints(conn: AsyncConnection, uuids: Sequence[str], include_dele
     if conn.dialect.name == "mysql":
         query = (select(sysmeta.c.instance_uuid, _MYSQL_FINGERPRINT).where(where)
                  .group_by(sysmeta.c.instance_uuid).with_for_update())
-        return dict((await conn.execute(query)).tuples().all())
+        return dict((await conn.execute(query)).all())
     # SQLite: the writer's BEGIN IMMEDIATE already excludes every other writer; hash the rows here.
     by_uuid = await _flavor_rows(conn, uuids, include_deleted, lock=False)
     return {uuid: fingerprint(rows) for uuid, rows in by_uuid.items()}
@@ -201,7 +201,7 @@ async def extras(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, list[
                     instance_extra.c.flavor.is_not(None))
              .where(instance_extra.c.instance_uuid.in_(uuids)).with_for_update())
     found: dict[str, list[ExtraRow]] = defaultdict(list)
-    for uuid, extra_id, deleted, has_flavor in (await conn.execute(query)).tuples():
+    for uuid, extra_id, deleted, has_flavor in (await conn.execute(query)):
         found[uuid].append(ExtraRow(extra_id, deleted, bool(has_flavor)))
     return found
 

@@ -50,16 +50,18 @@ def _int(value: str | None) -> int:
         raise CoercionError(f"{value!r} is not an integer") from None
 
 
+# A nullable number whose None was written as SQL NULL, or by some tools as '' or 'None'.
+_NULLS = (None, "", "None")
+
+
 def _null_int(value: str | None) -> int | None:
-    # vcpu_weight: nova stored None as SQL NULL, and some tools wrote '' or 'None'.
-    if value is None or value == "" or value == "None":
-        return None
-    return _int(value)
+    return None if value in _NULLS else _int(value)
 
 
 def _float(value: str | None) -> float | None:
-    if value is None:
+    if value in _NULLS:
         return None  # rxtx_factor is nullable in nova's Flavor
+    assert value is not None
     try:
         number = float(value)
     except ValueError:
@@ -185,6 +187,7 @@ def _select_rows(rows: Sequence[SysmetaRow], instance_deleted: bool) -> tuple[li
     A live instance's soft-deleted rows are history. A soft-deleted instance (--include-deleted) had its
     rows soft-deleted with it: its live rows win when it has any, else the newest soft-deleted row per key.
     """
+    rows = [r for r in rows if parse_key(r.key) is not None]  # other keys are not ours to judge
     live = [r for r in rows if r.deleted == 0]
     if instance_deleted and not live:
         newest: dict[str, SysmetaRow] = {}
@@ -241,10 +244,7 @@ def transform(candidate: Candidate) -> Migration | Broken:
     specs: dict[str, dict[str, str | None]] = {slot: {} for slot in SLOTS}
     row_ids: dict[str, list[SysmetaRow]] = {slot: [] for slot in SLOTS}
     for r in rows:
-        parsed = parse_key(r.key)
-        if parsed is None:
-            continue  # a key under a flavor prefix that is no flavor property: never ours to touch
-        slot, name, is_spec = parsed
+        slot, name, is_spec = parse_key(r.key)  # type: ignore[misc]  # _select_rows kept flavor keys only
         (specs if is_spec else values)[slot][name] = r.value
         row_ids[slot].append(r)
 

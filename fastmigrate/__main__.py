@@ -1,0 +1,3 @@
+from fastmigrate.cli import main
+
+raise SystemExit(main())

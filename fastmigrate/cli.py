@@ -1,0 +1,132 @@
+"""The command line: parses, calls the library, prints. Only ``main`` exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn, TextIO, TypeVar
+
+from .errors import FastmigrateError, UsageError
+from .flavors import migrate_flavors
+from .options import FlavorOptions
+from .report import format_progress, format_table, to_json
+from .results import DatabaseResult, ExitCode
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+_DEFAULTS = FlavorOptions()
+
+EXIT_CODES = """exit codes:
+  0    nothing left that can be migrated
+  1    work done and more remains (--max-count reached, or busy instances skipped): run again
+  2    some instances need manual intervention (listed), or the run failed
+  127  invalid usage or input (bad URL, bad number, not a nova cell database)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastmigrate", description="Fast, online, verifiable nova data migrations.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    flavors = commands.add_parser(
+        "flavors", help="move flavors from instance_system_metadata into instance_extra.flavor",
+        description="Move every live instance's flavor from instance_system_metadata into "
+                    "instance_extra.flavor, in batches of one transaction each, while nova keeps running.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flavors.add_argument("--db", action="append", required=True, metavar="URL",
+                         help="a nova cell database, as [database]/connection in nova.conf "
+                              "(mysql+pymysql://USER:PASS@HOST/nova or sqlite:///PATH); repeat for several")
+    flavors.add_argument("--batch-size", type=_positive, default=_DEFAULTS.batch_size, metavar="N",
+                         help="instances per transaction (default %(default)s)")
+    flavors.add_argument("--max-count", type=_positive, metavar="N", help="stop after N instances")
+    flavors.add_argument("--force", action="store_true",
+                         help="also migrate busy instances (task_state set, vm_state rescued or resized)")
+    flavors.add_argument("--include-deleted", action="store_true", help="also migrate soft-deleted instances")
+    flavors.add_argument("--soft-delete", action="store_true",
+                         help="soft-delete the replaced system_metadata rows (deleted = id) instead of deleting them")
+    flavors.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
+    flavors.add_argument("--writers", type=_positive, default=_DEFAULTS.writers, metavar="N",
+                         help="concurrent writer transactions per database (default %(default)s)")
+    flavors.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
+
+    demo = commands.add_parser("demo", help="generate a demo fleet in SQLite, migrate it and check the result")
+    demo.add_argument("--instances", type=_positive, default=20_000, metavar="N",
+                      help="instances in the demo fleet (default %(default)s)")
+    demo.add_argument("--path", default="demo-fleet.db", help="the SQLite file to (re)create (default %(default)s)")
+    demo.add_argument("--broken", type=int, default=0, metavar="N", help="plant N broken instances")
+    return parser
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but Windows
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+class _Progress:
+    """One updating line per database on a terminal, at most twice a second; silent otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, db: DatabaseResult) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.last >= 0.5:
+            self.last = now
+            self.stream.write("\r\x1b[2K" + format_progress(db))
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return _run(run_demo(args.path, args.instances, args.broken, out=sys.stdout))
+        options = FlavorOptions(batch_size=args.batch_size, max_count=args.max_count, force=args.force,
+                                include_deleted=args.include_deleted, soft_delete=args.soft_delete,
+                                dry_run=args.dry_run, writers=args.writers)
+        progress = _Progress(sys.stderr) if not args.json else None
+        try:
+            result = _run(migrate_flavors(args.db, options, on_progress=progress))
+        finally:
+            if progress:
+                progress.close()
+    except UsageError as exc:
+        print(f"fastmigrate: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except FastmigrateError as exc:
+        print(f"fastmigrate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    sys.stdout.write(to_json(result) if args.json else format_table(result))
+    return result.exit_code

@@ -1,0 +1,113 @@
+"""The command line: exit codes, output formats, masking. Runs main() in-process, and once as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from fastmigrate.cli import main
+from fastmigrate.fleet import FleetSpec, create_fleet
+from fastmigrate.report import format_table
+from fastmigrate.results import DatabaseResult, RunResult
+from fastmigrate.transform import Broken
+
+from .conftest import Database
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def fleet(db: Database, **spec: Any) -> None:
+    await create_fleet(db.engine, FleetSpec(instances=300, seed=1, **spec))
+
+
+@pytest.mark.parametrize(("spec", "extra", "code"), [
+    (dict(busy=0.0, deleted=0.0), (), 0),
+    (dict(busy=0.05, deleted=0.0), (), 1),
+    (dict(busy=0.0, deleted=0.0), ("--max-count", "10"), 1),
+    (dict(busy=0.0, deleted=0.0, broken=2), (), 2),
+    (dict(busy=0.05, deleted=0.0, broken=2), (), 2),
+])
+async def test_exit_codes(db: Database, capsys: pytest.CaptureFixture[str], spec: dict[str, Any],
+                          extra: tuple[str, ...], code: int) -> None:
+    await fleet(db, **spec)
+    got, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, *extra)
+    assert got == code, out + err
+    assert f"exit code {code}" in out
+
+
+@pytest.mark.parametrize("args", [
+    ("flavors",),  # no --db
+    ("flavors", "--db", "sqlite:///x.db", "--batch-size", "0"),
+    ("flavors", "--db", "sqlite:///x.db", "--batch-size", "ten"),
+    ("flavors", "--db", "sqlite:///x.db", "--max-count", "-1"),
+    ("flavors", "--db", "not a url"),
+    ("flavors", "--db", "oracle://scott:tiger@db/orcl"),
+    ("flavors", "--db", "sqlite://"),
+    ("nonsense",),
+])
+def test_invalid_usage_exits_127(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        code = main(list(args))
+        raise SystemExit(code)
+    assert exc.value.code == 127
+    assert "tiger" not in capsys.readouterr().err
+
+
+async def test_not_a_nova_database_exits_127(sqlite_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    await sqlite_db.execute("CREATE TABLE t (id INTEGER)")
+    code, out, _ = await asyncio.to_thread(cli, capsys, "flavors", "--db", sqlite_db.url)
+    assert code == 127
+    assert "not a nova cell database" in out and "table instances is missing" in out
+
+
+def test_unreachable_server_exits_2_and_never_shows_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "flavors", "--db", "mysql+pymysql://nova:S3cretPass@127.0.0.1:1/nova", "--json")
+    assert code == 2
+    doc = json.loads(out)
+    assert "cannot connect" in doc["databases"][0]["error"]
+    assert "S3cretPass" not in out + err
+    assert doc["databases"][0]["database"] == "mysql+pymysql://nova:***@127.0.0.1:1/nova"
+
+
+async def test_json_is_one_document(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    await fleet(db, busy=0.0, deleted=0.0)
+    code, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--json", "--dry-run")
+    doc = json.loads(out)
+    assert code == 1 and doc["exit_code"] == 1 and doc["dry_run"] is True
+    (entry,) = doc["databases"]
+    assert entry["migrated"] == entry["found"] == entry["remaining"] > 0
+    assert err == ""
+
+
+def test_report_table() -> None:
+    db = DatabaseResult(database="mysql+pymysql://nova:***@db/nova", found=1200, migrated=1150,
+                        busy=["b-1"] * 40, broken=[Broken("u-1", "why")] * 10, remaining=50, seconds=2.0)
+    text = format_table(RunResult([db]))
+    assert text == (
+        "database                          found  migrated  busy  broken  remaining  seconds  instances/s\n"
+        "--------------------------------  -----  --------  ----  ------  ---------  -------  -----------\n"
+        "mysql+pymysql://nova:***@db/nova  1,200     1,150    40      10         50      2.0          575\n"
+        "\n"
+        "mysql+pymysql://nova:***@db/nova: 10 instance(s) need manual intervention (left untouched):\n"
+        + "  u-1: why\n" * 10 +
+        "\n"
+        "mysql+pymysql://nova:***@db/nova: 40 busy instance(s) skipped (task_state set, or vm_state "
+        "rescued/resized); rerun when they settle, or use --force\n"
+        "\n"
+        "exit code 2\n")
+
+
+def test_console_script_runs(tmp_path: Any) -> None:
+    done = subprocess.run([sys.executable, "-m", "fastmigrate", "demo", "--instances", "400",
+                           "--path", str(tmp_path / "demo.db")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "check: OK" in done.stdout

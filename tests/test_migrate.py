@@ -1,0 +1,183 @@
+"""The flavors contract, line by line, on SQLite and on MariaDB (the ``db`` fixture runs each on both)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from fastmigrate import ExitCode, FlavorOptions, migrate_flavors
+from fastmigrate.fleet import BROKEN_KINDS, FleetSpec, check_fleet, create_fleet
+from fastmigrate.schema import instance_extra, sysmeta
+
+from .conftest import Database
+
+CLEAN = dict(busy=0.0, deleted=0.0)  # a fleet with nothing to skip
+
+
+async def run(db: Database, **options: Any) -> Any:
+    result = await migrate_flavors([db.url], FlavorOptions(**options))
+    return result
+
+
+async def non_flavor_digest(db: Database) -> list[Any]:
+    async with db.engine.connect() as conn:
+        q = select(sysmeta).where(~sysmeta.c.key.like("%instance!_type!_%", escape="!")).order_by(sysmeta.c.id)
+        return list((await conn.execute(q)))
+
+
+async def test_fleet_migrates_completely_and_a_rerun_changes_nothing(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=1200, seed=7, broken=len(BROKEN_KINDS)))
+    assert set(fleet.broken.values()) == set(BROKEN_KINDS)
+    before_non_flavor = await non_flavor_digest(db)
+
+    first = await run(db, batch_size=100)
+    r = first.databases[0]
+    assert await check_fleet(db.engine, fleet) == []
+    in_scope = {u for u in fleet.expected if u not in fleet.deleted and u not in fleet.busy}
+    assert r.migrated == len(in_scope)
+    assert set(r.busy) == fleet.busy
+    assert {b.uuid for b in r.broken} == set(fleet.broken)
+    assert r.refreshed == 0  # nothing changed behind our back: the SQL and Python fingerprints agree
+    assert r.found == r.migrated + len(r.busy) + len(r.broken)
+    assert r.remaining == len(fleet.busy) + len(fleet.broken)
+    assert first.exit_code == ExitCode.FAILED  # broken instances win over busy ones
+    assert await non_flavor_digest(db) == before_non_flavor  # not one non-flavor row touched
+
+    digest = await db.checksum()
+    second = await run(db)
+    assert second.databases[0].migrated == 0
+    assert await db.checksum() == digest
+
+
+async def test_blob_is_written_to_the_existing_row_or_one_new_live_row(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=600, seed=3, without_extra=0.2, **CLEAN))
+    assert fleet.without_extra
+    extra_ids_before = {u: i for i, u in await _extra_ids(db)}
+    result = await run(db)
+    assert result.exit_code == ExitCode.DONE
+    rows = await _extra_rows(db)
+    per_uuid: dict[str, list[Any]] = {}
+    for row in rows:
+        per_uuid.setdefault(row.instance_uuid, []).append(row)
+    assert all(len(v) == 1 for v in per_uuid.values())  # never a second row
+    for uuid in fleet.expected:
+        (row,) = per_uuid[uuid]
+        assert row.flavor is not None
+        if uuid in fleet.without_extra:
+            assert row.deleted == 0 and row.created_at is not None  # else nova never sees it
+        else:
+            assert row.id == extra_ids_before[uuid] and row.updated_at is not None
+
+
+async def _extra_ids(db: Database) -> list[Any]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(select(instance_extra.c.id, instance_extra.c.instance_uuid))))
+
+
+async def _extra_rows(db: Database) -> list[Any]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(select(instance_extra))).all())
+
+
+async def test_busy_instances_are_skipped_unless_forced(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=800, seed=11, busy=0.05, deleted=0.0))
+    first = await run(db)
+    assert set(first.databases[0].busy) == fleet.busy
+    assert first.exit_code == ExitCode.MORE
+    forced = await run(db, force=True)
+    assert forced.databases[0].migrated == len(fleet.busy)
+    assert forced.exit_code == ExitCode.DONE
+    assert await check_fleet(db.engine, fleet, force=True) == []
+
+
+async def test_soft_deleted_instances_only_with_include_deleted(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=800, seed=5, deleted=0.05, busy=0.0))
+    first = await run(db)
+    assert first.exit_code == ExitCode.DONE
+    assert await check_fleet(db.engine, fleet) == []  # the deleted ones were left alone
+    second = await run(db, include_deleted=True)
+    assert second.databases[0].migrated == len(fleet.deleted)
+    assert await check_fleet(db.engine, fleet, include_deleted=True) == []
+    assert (await run(db, include_deleted=True)).databases[0].migrated == 0
+
+
+async def test_soft_delete_keeps_rows_marked_deleted(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=500, seed=9, **CLEAN))
+    flavor_rows_before = await db.scalar(
+        "SELECT COUNT(*) FROM instance_system_metadata WHERE `key` LIKE '%instance!_type!_%' ESCAPE '!'"
+        if db.backend == "mariadb" else
+        "SELECT COUNT(*) FROM instance_system_metadata WHERE key LIKE '%instance!_type!_%' ESCAPE '!'")
+    result = await run(db, soft_delete=True)
+    assert result.exit_code == ExitCode.DONE
+    assert await check_fleet(db.engine, fleet) == []
+    assert await db.scalar("SELECT COUNT(*) FROM instance_system_metadata") == fleet.sysmeta_rows  # nothing removed
+    soft = await db.scalar("SELECT COUNT(*) FROM instance_system_metadata WHERE deleted = id AND deleted_at IS NOT NULL")
+    assert soft >= flavor_rows_before - 100  # every replaced row is marked, on top of the generator's history rows
+    assert await db.scalar("SELECT COUNT(*) FROM instance_system_metadata WHERE deleted <> 0 AND deleted <> id") == 0
+    digest = await db.checksum()
+    assert (await run(db, soft_delete=True)).databases[0].migrated == 0
+    assert await db.checksum() == digest
+
+
+async def test_dry_run_writes_nothing(db: Database) -> None:
+    await create_fleet(db.engine, FleetSpec(instances=700, seed=13, broken=3))
+    digest = await db.checksum()
+    dry = await run(db, dry_run=True)
+    assert await db.checksum() == digest
+    real = await run(db)
+    d, r = dry.databases[0], real.databases[0]
+    assert (d.migrated, len(d.busy), len(d.broken), d.found) == (r.migrated, len(r.busy), len(r.broken), r.found)
+    assert dry.exit_code == ExitCode.FAILED  # what the real run will meet: broken instances
+
+
+async def test_max_count_stops_and_says_more_remains(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=500, seed=17, **CLEAN))
+    first = await run(db, max_count=120, batch_size=50)
+    r = first.databases[0]
+    assert r.migrated == 120 and r.stopped_early
+    assert r.remaining == len(fleet.expected) - 120
+    assert first.exit_code == ExitCode.MORE
+    rest = await run(db, batch_size=50)
+    assert rest.databases[0].migrated == len(fleet.expected) - 120
+    assert rest.exit_code == ExitCode.DONE
+    assert await check_fleet(db.engine, fleet) == []
+
+
+async def test_several_databases_at_once(db: Database, sqlite_db: Database) -> None:
+    fleets = [await create_fleet(d.engine, FleetSpec(instances=300, seed=i, **CLEAN))
+              for i, d in enumerate((db, sqlite_db))]
+    result = await migrate_flavors([db.url, sqlite_db.url], FlavorOptions(batch_size=64))
+    assert [d.migrated for d in result.databases] == [len(f.expected) for f in fleets]
+    assert result.exit_code == ExitCode.DONE
+    for d, f in zip((db, sqlite_db), fleets):
+        assert await check_fleet(d.engine, f) == []
+
+
+async def test_a_database_without_nova_tables_is_refused_before_any_write(db: Database) -> None:
+    await db.execute("CREATE TABLE instances (id INTEGER PRIMARY KEY, uuid VARCHAR(36))")
+    result = await run(db)
+    assert result.exit_code == ExitCode.USAGE
+    assert "table instance_system_metadata is missing" in result.databases[0].error
+    assert "instances lacks column(s) deleted, task_state, vm_state" in result.databases[0].error
+
+
+@pytest.mark.parametrize("writers", [1, 3])
+async def test_batches_and_writers_do_not_change_the_outcome(db: Database, writers: int) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=900, seed=23, **CLEAN))
+    result = await run(db, batch_size=37, writers=writers)
+    assert result.databases[0].migrated == len(fleet.expected)
+    assert await check_fleet(db.engine, fleet) == []
+
+
+async def test_json_lists_every_broken_instance(db: Database) -> None:
+    from fastmigrate.report import to_json
+
+    fleet = await create_fleet(db.engine, FleetSpec(instances=600, seed=29, broken=6, **CLEAN))
+    doc = json.loads(to_json(await run(db)))
+    assert doc["schema_version"] == 1 and doc["exit_code"] == 2
+    (entry,) = doc["databases"]
+    assert {b["uuid"] for b in entry["broken_instances"]} == set(fleet.broken)
+    assert all(b["reason"] for b in entry["broken_instances"])
