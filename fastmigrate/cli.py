@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+import traceback
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -128,5 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FastmigrateError as exc:
         print(f"fastmigrate: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception:  # noqa: BLE001 - a bug must not exit 1, which tells automation to loop
+        traceback.print_exc()
+        print("fastmigrate: unexpected error (a bug: please report it with the traceback above); committed "
+              "batches are kept, nothing half-written", file=sys.stderr)
+        return ExitCode.FAILED
     sys.stdout.write(to_json(result) if args.json else format_table(result))
     return result.exit_code

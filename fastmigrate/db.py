@@ -47,7 +47,8 @@ def normalize_url(text: str) -> URL:
     backend = url.get_backend_name()
     if backend not in _ASYNC_DRIVERS:
         raise UsageError(f"{mask(url)}: {backend!r} databases are not supported; use a mysql:// or sqlite:/// URL")
-    url = url.set(drivername=_ASYNC_DRIVERS[backend])
+    # 'plugin' names SQLAlchemy plugins of the nova process (devstack's dbcounter): not ours to load.
+    url = url.set(drivername=_ASYNC_DRIVERS[backend]).difference_update_query(["plugin"])
     if backend == "sqlite" and url.database in (None, "", ":memory:"):
         raise UsageError(f"{mask(url)}: name a database file, e.g. sqlite:////var/lib/nova/nova.sqlite")
     return url
@@ -136,7 +137,8 @@ async def check_schema(engine: AsyncEngine, label: str) -> None:
         raise ConnectionFailed(f"{label}: cannot connect ({_driver_message(exc)}); check host, port, user and "
                                "password in the URL, and that the server is up") from None
     except OSError as exc:
-        raise ConnectionFailed(f"{label}: cannot connect ({exc}); check host and port, and that the server is up") from None
+        raise ConnectionFailed(f"{label}: cannot connect ({exc}); check host and port, and that the server "
+                               "is up") from None
     problems = []
     for table, needed in REQUIRED_COLUMNS.items():
         if table not in found:
@@ -157,7 +159,7 @@ def _columns(sync_conn: Any) -> dict[str, set[str]]:
 
 def _driver_message(exc: DBAPIError) -> str:
     orig = exc.orig
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     if len(args) >= 2:
         return f"{args[0]}: {args[1]}"
     return str(orig) or type(orig).__name__

@@ -3,7 +3,8 @@
 A fleet has what real Kilo-era cells have: resizes in flight with full old_/new_ flavors, stashed NUMA extra
 specs, pre-Juno instances without an instance_extra row, soft-deleted sysmeta history, instances whose rows
 were written at different times (not contiguous in id order), soft-deleted and busy instances, non-ASCII
-flavor names (within the BMP: nova's utf8 columns hold nothing else), and, on request, broken instances of every kind fastmigrate must refuse.
+flavor names (within the BMP: nova's utf8 columns hold nothing else), and, on request, broken instances of
+every kind fastmigrate must refuse.
 
 The generator remembers what every instance's flavor is (``Fleet.expected``), so a check of the migrated
 blobs does not depend on fastmigrate's own transform.
@@ -86,7 +87,8 @@ def _stored(prop: str, value: Any, rng: random.Random) -> str | None:
     return str(value)
 
 
-def flavor_rows(prefix: str, flavor: dict[str, Any], specs: dict[str, str], rng: random.Random) -> list[tuple[str, str | None]]:
+def flavor_rows(prefix: str, flavor: dict[str, Any], specs: dict[str, str],
+                rng: random.Random) -> list[tuple[str, str | None]]:
     rows = [(f"{prefix}instance_type_{prop}", _stored(prop, flavor[prop], rng)) for prop in PROPS]
     rows += [(f"{prefix}instance_type_extra_{k}", v) for k, v in specs.items()]
     return rows
@@ -257,8 +259,7 @@ async def check_fleet(engine: AsyncEngine, fleet: Fleet, *, include_deleted: boo
     problems: list[str] = []
     async with engine.connect() as conn:
         blobs: dict[str, list[str | None]] = {}
-        for uuid, blob, deleted in (await conn.execute(
-                select(instance_extra.c.instance_uuid, instance_extra.c.flavor, instance_extra.c.deleted))):
+        for uuid, blob in await conn.execute(select(instance_extra.c.instance_uuid, instance_extra.c.flavor)):
             blobs.setdefault(uuid, []).append(blob)
         flavor_left: dict[str, int] = {}
         q = (select(sysmeta.c.instance_uuid, func.count()).where(sysmeta.c.key.like("%instance!_type!_%", escape="!"),
@@ -284,7 +285,7 @@ async def check_fleet(engine: AsyncEngine, fleet: Fleet, *, include_deleted: boo
             got = doc[slot]["nova_object.data"] if doc.get(slot) else None
             if got != expected_flavor(entry):
                 problems.append(f"{uuid}: {slot} flavor is {got}, expected {expected_flavor(entry)}")
-        if flavor_left.get(uuid) and not (uuid in fleet.deleted):
+        if flavor_left.get(uuid) and uuid not in fleet.deleted:
             problems.append(f"{uuid}: {flavor_left[uuid]} live flavor rows left in system_metadata")
     for uuid in fleet.broken:
         if any(blobs.get(uuid, [])):

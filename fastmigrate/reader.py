@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnClause
 
 from .schema import instance_extra, instances, sysmeta
 from .transform import KEY_PREFIXES, Broken, Candidate, SysmetaRow, fingerprint, is_busy
@@ -175,7 +176,7 @@ async def _flavor_rows(conn: AsyncConnection, uuids: Sequence[str], include_dele
 
 # MD5 over the same canonical text as transform.fingerprint(): field separator 0x1f, row separator 0x1e,
 # NULL as 0x00. Computed in the server, one short row per instance comes back instead of all its rows.
-_MYSQL_FINGERPRINT = literal_column(
+_MYSQL_FINGERPRINT: ColumnClause[Any] = literal_column(
     "MD5(GROUP_CONCAT(CONCAT_WS(CHAR(31), id, `key`, IFNULL(value, CHAR(0)), deleted) "
     "ORDER BY id SEPARATOR 0x1e))"
 )

@@ -7,16 +7,18 @@ nova never relied on them, and a row inserted without ``deleted`` or ``created_a
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text
 
 __all__ = ["REQUIRED_COLUMNS", "instance_extra", "instances", "metadata", "sysmeta"]
 
-_MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8"}
+_MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8"}
 
 metadata = MetaData()
 
 
-def _timestamps() -> list[Column[object]]:
+def _timestamps() -> list[Column[Any]]:
     return [
         Column("created_at", DateTime),
         Column("updated_at", DateTime),

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
-from sqlalchemy import case, delete, insert, update
+from sqlalchemy import Delete, Update, case, delete, insert, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -61,7 +61,7 @@ class InvariantViolated(FastmigrateError):
 
 
 def backoff(attempt: int) -> float:
-    return min(0.05 * 2**attempt, 2.0)
+    return min(0.05 * (1 << attempt), 2.0)
 
 
 async def write_batch(engine: AsyncEngine, batch: Sequence[Migration], opts: WriteOptions,
@@ -107,7 +107,7 @@ async def _write(conn: AsyncConnection, batch: Sequence[Migration], opts: WriteO
             else:
                 ready.append(result)
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)  # nova stores naive UTC
+    now = datetime.now(UTC).replace(tzinfo=None)  # nova stores naive UTC
     await _write_blobs(conn, [m for m in ready if m.extra_id is not None], now, opts)
     new_rows = [m for m in ready if m.extra_id is None]
     if new_rows:
@@ -143,6 +143,7 @@ async def _remove_rows(conn: AsyncConnection, ready: Sequence[Migration], now: d
         ids = [i for m in ready for i in m.row_ids]
     for start in range(0, len(ids), opts.ids_per_statement):
         chunk = ids[start:start + opts.ids_per_statement]
+        stmt: Update | Delete
         if opts.soft_delete:
             stmt = (update(sysmeta).where(sysmeta.c.id.in_(chunk), sysmeta.c.deleted == 0)
                     .values(deleted=sysmeta.c.id, deleted_at=now))

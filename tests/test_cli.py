@@ -78,6 +78,27 @@ def test_unreachable_server_exits_2_and_never_shows_the_password(capsys: pytest.
     assert doc["databases"][0]["database"] == "mysql+pymysql://nova:***@127.0.0.1:1/nova"
 
 
+def test_nova_conf_urls_work_as_pasted() -> None:
+    from fastmigrate.db import normalize_url
+
+    url = normalize_url("mysql+pymysql://nova:pw@db:3306/nova?charset=utf8&plugin=dbcounter")
+    assert url.drivername == "mysql+asyncmy"
+    assert dict(url.query) == {"charset": "utf8"}
+    assert normalize_url("sqlite:////var/lib/nova/nova.sqlite").drivername == "sqlite+aiosqlite"
+
+
+def test_an_unexpected_error_exits_2_not_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import fastmigrate.cli
+
+    async def boom(*_: Any, **__: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fastmigrate.cli, "migrate_flavors", boom)
+    code, _, err = cli(capsys, "flavors", "--db", "sqlite:///x.db")
+    assert code == 2
+    assert "RuntimeError: boom" in err and "unexpected error" in err
+
+
 async def test_json_is_one_document(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
     await fleet(db, busy=0.0, deleted=0.0)
     code, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--json", "--dry-run")

@@ -28,7 +28,8 @@ def nova_objects() -> Any:
         import nova  # noqa: F401  - fail loudly, not skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        objects = pytest.importorskip("nova.objects", reason="the nova package is not installed: pip install -e .[nova]")
+        objects = pytest.importorskip("nova.objects",
+                                      reason="the nova package is not installed: pip install -e .[nova]")
         objects.register_all()
     return objects
 
