@@ -67,28 +67,39 @@ async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[read
 
 async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queue[list[Migration] | None],
                      cfg: FlavorOptions, result: DatabaseResult, tick: Callable[[], None]) -> None:
+    # Batches are filled across pages: where most instances are migrated already (a resumed run), a page
+    # holds few candidates, and a transaction per page would be mostly overhead.
+    batch: list[Migration] = []
     while (page := await inbox.get()) is not None:
         result.scanned += page.scanned
         result.found += len(page.candidates) + len(page.busy) + len(page.broken)
         result.busy.extend(page.busy)
         result.broken.extend(page.broken)
-        batch: list[Migration] = []
         for candidate in page.candidates:
             outcome = transform(candidate)
             if isinstance(outcome, Broken):
                 result.broken.append(outcome)
             else:
                 batch.append(outcome)
-        if cfg.dry_run:
-            result.migrated += len(batch)
-            result.left_behind.extend((m.uuid, note) for m in batch for note in m.left_behind)
-            tick()
-        elif batch:
-            await out.put(batch)
+        if len(batch) >= cfg.batch_size:
+            await _emit(batch[:cfg.batch_size], out, cfg, result, tick)
+            del batch[:cfg.batch_size]
         else:
             tick()
+    if batch:
+        await _emit(batch, out, cfg, result, tick)
     for _ in range(cfg.writers):
         await out.put(None)
+
+
+async def _emit(batch: list[Migration], out: asyncio.Queue[list[Migration] | None], cfg: FlavorOptions,
+                result: DatabaseResult, tick: Callable[[], None]) -> None:
+    if cfg.dry_run:
+        result.migrated += len(batch)
+        result.left_behind.extend((m.uuid, note) for m in batch for note in m.left_behind)
+        tick()
+    else:
+        await out.put(batch)
 
 
 async def _write(engine: AsyncEngine, cfg: FlavorOptions, inbox: asyncio.Queue[list[Migration] | None],

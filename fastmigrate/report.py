@@ -67,6 +67,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "skipped": db.skipped,
         "refreshed": db.refreshed,
         "retries": db.retries,
+        "transactions": db.transactions,
         "scanned": db.scanned,
         "sysmeta_rows_removed": db.rows_removed,
         "stopped_early": db.stopped_early,

@@ -33,6 +33,7 @@ class DatabaseResult:
     skipped: int = 0  # migrated or deleted by someone else while this run was at it
     refreshed: int = 0  # changed between read and write; re-read and written from fresh data
     retries: int = 0
+    transactions: int = 0  # committed batches
     rows_removed: int = 0
     left_behind: list[tuple[str, str]] = field(default_factory=list)
     pending_before: int | None = None
@@ -44,6 +45,7 @@ class DatabaseResult:
 
     def absorb(self, outcome: BatchOutcome) -> None:
         self.migrated += outcome.migrated
+        self.transactions += 1
         self.rows_removed += outcome.rows_removed
         self.busy.extend(outcome.busy)
         self.broken.extend(outcome.broken)

@@ -165,6 +165,17 @@ async def test_a_database_without_nova_tables_is_refused_before_any_write(db: Da
     assert "instances lacks column(s) deleted, task_state, vm_state" in result.databases[0].error
 
 
+async def test_a_resumed_run_fills_whole_batches(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=1000, seed=41, migrated=0.9, **CLEAN))
+    todo = len(fleet.expected)
+    assert 60 < todo < 140
+    result = await run(db, batch_size=50)
+    r = result.databases[0]
+    assert r.migrated == todo and r.scanned == 1000
+    assert r.transactions == -(-todo // 50)  # not one transaction per 50-instance page
+    assert await check_fleet(db.engine, fleet) == []
+
+
 @pytest.mark.parametrize("writers", [1, 3])
 async def test_batches_and_writers_do_not_change_the_outcome(db: Database, writers: int) -> None:
     fleet = await create_fleet(db.engine, FleetSpec(instances=900, seed=23, **CLEAN))
