@@ -87,9 +87,10 @@ def mysql_errno(exc: BaseException) -> int | None:
     return None
 
 
-def connect_engine(url: URL, *, pool_size: int = 4) -> AsyncEngine:
+def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False) -> AsyncEngine:
+    """An engine for ``url``. ``read_only`` (dry runs) makes the server refuse any write on its sessions."""
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, read_only)
     engine = create_async_engine(
         url,
         pool_size=pool_size,
@@ -105,12 +106,14 @@ def connect_engine(url: URL, *, pool_size: int = 4) -> AsyncEngine:
     def _session(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(_MYSQL_SESSION)
+        if read_only:
+            cursor.execute("SET SESSION TRANSACTION READ ONLY")
         cursor.close()
 
     return engine
 
 
-def _sqlite_engine(url: URL) -> AsyncEngine:
+def _sqlite_engine(url: URL, read_only: bool) -> AsyncEngine:
     engine = create_async_engine(url, connect_args={"timeout": 60})
 
     # pysqlite's own transaction handling begins DEFERRED: two writers could both read, then deadlock on
@@ -119,11 +122,15 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        if read_only:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA query_only = ON")
+            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin_immediate(conn: Any) -> None:
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")  # query_only refuses IMMEDIATE
 
     return engine
 

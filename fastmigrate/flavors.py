@@ -40,7 +40,7 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
 
 async def _one(url: URL, options: FlavorOptions, result: DatabaseResult, secrets: list[str | None],
                on_progress: ProgressCallback | None) -> None:
-    engine = connect_engine(url, pool_size=options.writers + 1)
+    engine = connect_engine(url, pool_size=options.writers + 1, read_only=options.dry_run)
     try:
         await check_schema(engine, result.database)
         async with engine.connect() as conn:

@@ -134,6 +134,24 @@ async def test_dry_run_writes_nothing(db: Database) -> None:
     assert dry.exit_code == ExitCode.FAILED  # what the real run will meet: broken instances
 
 
+async def test_dry_run_sessions_refuse_writes(db: Database) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from fastmigrate.db import connect_engine, normalize_url
+
+    await create_fleet(db.engine, FleetSpec(instances=10, seed=1))
+    engine = connect_engine(normalize_url(db.url), read_only=True)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(sysmeta.c.id).limit(1))).scalar() is not None  # reads work
+        with pytest.raises(DBAPIError):
+            async with engine.begin() as conn:
+                await conn.execute(sysmeta.delete())
+    finally:
+        await engine.dispose()
+    assert await db.scalar("SELECT COUNT(*) FROM instance_system_metadata") > 0
+
+
 async def test_max_count_stops_and_says_more_remains(db: Database) -> None:
     fleet = await create_fleet(db.engine, FleetSpec(instances=500, seed=17, **CLEAN))
     first = await run(db, max_count=120, batch_size=50)
