@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Coroutine, Sequence
@@ -14,7 +16,7 @@ from .errors import FastmigrateError, UsageError
 from .flavors import migrate_flavors
 from .options import FlavorOptions
 from .report import format_progress, format_table, to_json
-from .results import DatabaseResult, ExitCode
+from .results import DatabaseResult, ExitCode, RunResult
 
 __all__ = ["main"]
 
@@ -23,7 +25,7 @@ _DEFAULTS = FlavorOptions()
 
 EXIT_CODES = """exit codes:
   0    nothing left that can be migrated
-  1    work done and more remains (--max-count reached, or busy instances skipped): run again
+  1    work done and more remains (--max-count reached, busy instances skipped, or interrupted): run again
   2    some instances need manual intervention (listed), or the run failed
   127  invalid usage or input (bad URL, bad number, not a nova cell database)"""
 
@@ -107,6 +109,35 @@ class _Progress:
             self.stream.flush()
 
 
+async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _Progress | None) -> RunResult:
+    """migrate_flavors with signal handling: the first SIGINT/SIGTERM lets the batches being written commit
+    and starts nothing more (exit 1, with the summary); a second one cancels, rolling them back."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal(name: str) -> None:
+        if stop.is_set():
+            print(f"\nfastmigrate: {name} again: rolling back the batches in flight", file=sys.stderr)
+            task.cancel()
+        else:
+            print(f"\nfastmigrate: {name}: committing the batches in flight, then stopping "
+                  f"({name} again to roll them back instead)", file=sys.stderr)
+            stop.set()
+
+    # Signals reach only the main thread; main() called from another thread (an embedding program) leaves
+    # signals to its caller, who can pass a stop event to migrate_flavors itself.
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        return await migrate_flavors(databases, options, on_progress=progress, stop=stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -119,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 dry_run=args.dry_run, writers=args.writers)
         progress = _Progress(sys.stderr) if not args.json else None
         try:
-            result = _run(migrate_flavors(args.db, options, on_progress=progress))
+            result = _run(_flavors(args.db, options, progress))
+        except asyncio.CancelledError:
+            print("fastmigrate: stopped; the batches in flight were rolled back, committed ones are kept; "
+                  "rerun to continue", file=sys.stderr)
+            return ExitCode.MORE
         finally:
             if progress:
                 progress.close()

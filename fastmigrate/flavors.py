@@ -21,12 +21,13 @@ ProgressCallback = Callable[[DatabaseResult], None]
 
 
 async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = FlavorOptions(), *,
-                          on_progress: ProgressCallback | None = None) -> RunResult:
+                          on_progress: ProgressCallback | None = None, stop: asyncio.Event | None = None) -> RunResult:
     """Move every candidate instance's flavor from system_metadata into instance_extra.flavor.
 
     All URLs are parsed and every schema checked before anything is written anywhere; then the databases
     are migrated concurrently. Errors of one database are recorded in its result (the others go on);
-    invalid usage raises :class:`UsageError`.
+    invalid usage raises :class:`UsageError`. Setting ``stop`` ends the run early and cleanly: batches being
+    written commit, nothing else is started, and every result says ``interrupted``.
     """
     if not databases:
         raise UsageError("name at least one database with --db URL")
@@ -34,19 +35,21 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
     secrets = [url.password for url in urls]
     # Labels show the URL as the operator wrote it (driver and all), password masked.
     results = [DatabaseResult(database=mask(text), dry_run=options.dry_run) for text in databases]
-    await asyncio.gather(*(_one(url, options, result, secrets, on_progress) for url, result in zip(urls, results)))
+    await asyncio.gather(*(_one(url, options, result, secrets, on_progress, stop)
+                           for url, result in zip(urls, results)))
     return RunResult(databases=results, dry_run=options.dry_run)
 
 
 async def _one(url: URL, options: FlavorOptions, result: DatabaseResult, secrets: list[str | None],
-               on_progress: ProgressCallback | None) -> None:
+               on_progress: ProgressCallback | None, stop: asyncio.Event | None) -> None:
     engine = connect_engine(url, pool_size=options.writers + 1, read_only=options.dry_run)
     try:
         await check_schema(engine, result.database)
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             result.pending_before = await reader.count_pending(conn, options.include_deleted)
-        await run_pipeline(engine, options, result, on_progress)
+        await run_pipeline(engine, options, result, on_progress, stop)
+        result.interrupted = stop is not None and stop.is_set()
         if options.dry_run:
             result.remaining = result.pending_before
         else:

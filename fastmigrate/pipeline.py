@@ -24,7 +24,11 @@ __all__ = ["run_pipeline"]
 
 
 async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: DatabaseResult,
-                       on_batch: Callable[[DatabaseResult], None] | None = None) -> None:
+                       on_batch: Callable[[DatabaseResult], None] | None = None,
+                       stop: asyncio.Event | None = None) -> None:
+    """Migrate until done; when ``stop`` is set, commit the batches being written, drop the queued ones
+    (they are left as they were, for the next run) and return."""
+    stop = stop or asyncio.Event()
     pages: asyncio.Queue[reader.Page | None] = asyncio.Queue(cfg.queue_depth)
     batches: asyncio.Queue[list[Migration] | None] = asyncio.Queue(cfg.queue_depth)
     started = time.monotonic()
@@ -35,22 +39,22 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
             on_batch(result)
 
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(_read(engine, cfg, pages, result))
-        tasks.create_task(_transform(pages, batches, cfg, result, tick))
+        tasks.create_task(_read(engine, cfg, pages, result, stop))
+        tasks.create_task(_transform(pages, batches, cfg, result, tick, stop))
         for _ in range(cfg.writers):
-            tasks.create_task(_write(engine, cfg, batches, result, tick))
+            tasks.create_task(_write(engine, cfg, batches, result, tick, stop))
     result.seconds = time.monotonic() - started
 
 
 async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[reader.Page | None],
-                result: DatabaseResult) -> None:
+                result: DatabaseResult, stop: asyncio.Event) -> None:
     last_id = 0
     taken = 0
     read_opts = cfg.read
     async with engine.connect() as conn:
         # Autocommit: every page is read from a fresh snapshot; nothing stays open between pages.
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        while True:
+        while not stop.is_set():
             page = await reader.read_page(conn, last_id, cfg.batch_size, read_opts)
             if page.scanned == 0:
                 break
@@ -66,11 +70,13 @@ async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[read
 
 
 async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queue[list[Migration] | None],
-                     cfg: FlavorOptions, result: DatabaseResult, tick: Callable[[], None]) -> None:
+                     cfg: FlavorOptions, result: DatabaseResult, tick: Callable[[], None], stop: asyncio.Event) -> None:
     # Batches are filled across pages: where most instances are migrated already (a resumed run), a page
     # holds few candidates, and a transaction per page would be mostly overhead.
     batch: list[Migration] = []
     while (page := await inbox.get()) is not None:
+        if stop.is_set():
+            continue  # drain: what was read but not written stays for the next run
         result.scanned += page.scanned
         result.found += len(page.candidates) + len(page.busy) + len(page.broken)
         result.busy.extend(page.busy)
@@ -86,7 +92,7 @@ async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queu
             del batch[:cfg.batch_size]
         else:
             tick()
-    if batch:
+    if batch and not stop.is_set():
         await _emit(batch, out, cfg, result, tick)
     for _ in range(cfg.writers):
         await out.put(None)
@@ -103,9 +109,11 @@ async def _emit(batch: list[Migration], out: asyncio.Queue[list[Migration] | Non
 
 
 async def _write(engine: AsyncEngine, cfg: FlavorOptions, inbox: asyncio.Queue[list[Migration] | None],
-                 result: DatabaseResult, tick: Callable[[], None]) -> None:
+                 result: DatabaseResult, tick: Callable[[], None], stop: asyncio.Event) -> None:
     write_opts = cfg.write
     while (batch := await inbox.get()) is not None:
+        if stop.is_set():
+            continue
         outcome = await write_batch(engine, batch, write_opts)
         result.absorb(outcome)
         tick()

@@ -49,6 +49,9 @@ def format_table(run: RunResult, *, max_listed: int = 50) -> str:
         if db.left_behind:
             out.append(f"\n{db.database}: {len(db.left_behind)} incomplete old_/new_ flavor(s) were treated as absent "
                        "and left in system_metadata (as upstream did)")
+        if db.interrupted:
+            out.append(f"\n{db.database}: interrupted: the batches in flight were committed, nothing else was "
+                       "started; rerun to continue")
         if db.stopped_early:
             out.append(f"\n{db.database}: stopped at --max-count; rerun to continue")
     out.append(f"\nexit code {run.exit_code}")
@@ -71,6 +74,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "scanned": db.scanned,
         "sysmeta_rows_removed": db.rows_removed,
         "stopped_early": db.stopped_early,
+        "interrupted": db.interrupted,
         "seconds": round(db.seconds, 3),
         "instances_per_second": round(db.rate, 1),
         "exit_code": db.exit_code,

@@ -39,6 +39,7 @@ class DatabaseResult:
     pending_before: int | None = None
     remaining: int | None = None  # instances without a blob after the run (busy and broken included)
     stopped_early: bool = False  # --max-count reached
+    interrupted: bool = False  # stopped by a signal (or the library caller)
     seconds: float = 0.0
     error: str | None = None
     error_code: int = 0
@@ -64,7 +65,7 @@ class DatabaseResult:
             return self.error_code or ExitCode.FAILED
         if self.broken:
             return ExitCode.FAILED
-        if self.remaining:
+        if self.remaining or self.interrupted:
             return ExitCode.MORE
         return ExitCode.DONE
 

@@ -1,0 +1,93 @@
+"""Stopping a run (SIGINT/SIGTERM, or a library caller's stop event): clean, consistent, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+
+from fastmigrate import ExitCode, FlavorOptions, migrate_flavors
+from fastmigrate.fleet import Fleet, FleetSpec, check_fleet, create_fleet
+from fastmigrate.schema import instance_extra, sysmeta
+
+from .conftest import Database
+
+CLEAN = dict(busy=0.0, deleted=0.0)
+
+
+async def assert_all_or_nothing(db: Database, fleet: Fleet) -> int:
+    """Every instance has either its blob and no live flavor rows, or no blob and all its flavor rows."""
+    async with db.engine.connect() as conn:
+        blobs = {u for (u,) in await conn.execute(
+            select(instance_extra.c.instance_uuid).where(instance_extra.c.flavor.is_not(None)))}
+        rows = dict((await conn.execute(
+            select(sysmeta.c.instance_uuid, func.count()).where(
+                sysmeta.c.key.like("%instance!_type!_%", escape="!"), sysmeta.c.deleted == 0)
+            .group_by(sysmeta.c.instance_uuid))).all())
+    for uuid in fleet.expected:
+        if uuid in blobs:
+            assert uuid not in rows, uuid
+        else:
+            assert rows.get(uuid, 0) >= 10, uuid
+    return len(blobs & fleet.expected.keys())
+
+
+async def test_a_stop_commits_what_is_in_flight_and_starts_nothing_more(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=2000, seed=47, **CLEAN))
+    stop = asyncio.Event()
+
+    def after_first_batch(result: Any) -> None:
+        if result.transactions:
+            stop.set()
+
+    result = await migrate_flavors([db.url], FlavorOptions(batch_size=50), on_progress=after_first_batch, stop=stop)
+    r = result.databases[0]
+    assert r.interrupted and result.exit_code == ExitCode.MORE
+    assert 50 <= r.migrated < len(fleet.expected) // 2
+    assert await assert_all_or_nothing(db, fleet) == r.migrated
+    assert r.remaining == len(fleet.expected) - r.migrated
+    rest = await migrate_flavors([db.url], FlavorOptions(batch_size=50))
+    assert rest.exit_code == ExitCode.DONE
+    assert await check_fleet(db.engine, fleet) == []
+
+
+async def test_sigterm_to_the_cli(sqlite_db: Database) -> None:
+    fleet = await create_fleet(sqlite_db.engine, FleetSpec(instances=10_000, seed=53, **CLEAN))
+    proc = subprocess.Popen([sys.executable, "-m", "fastmigrate", "flavors", "--db", sqlite_db.url,
+                             "--batch-size", "25", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not await sqlite_db.scalar("SELECT COUNT(*) FROM instance_extra WHERE flavor IS NOT NULL"):
+        assert time.monotonic() < deadline and proc.poll() is None
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    assert proc.returncode == ExitCode.MORE, err
+    doc = json.loads(out)
+    assert doc["databases"][0]["interrupted"] is True
+    assert "SIGTERM: committing the batches in flight" in err
+    migrated = await assert_all_or_nothing(sqlite_db, fleet)
+    assert 0 < migrated == doc["databases"][0]["migrated"] < len(fleet.expected)
+
+    # Twice: the batches in flight are rolled back, not committed.
+    proc = subprocess.Popen([sys.executable, "-m", "fastmigrate", "flavors", "--db", sqlite_db.url,
+                             "--batch-size", "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    blobs = "SELECT COUNT(*) FROM instance_extra WHERE flavor IS NOT NULL"
+    while await sqlite_db.scalar(blobs) == migrated:
+        assert time.monotonic() < deadline and proc.poll() is None
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    assert proc.returncode == ExitCode.MORE, err
+    assert "rolling back the batches in flight" in err and "Traceback" not in err
+    assert await assert_all_or_nothing(sqlite_db, fleet) < len(fleet.expected)
+    rest = await migrate_flavors([sqlite_db.url])
+    assert rest.exit_code == ExitCode.DONE
+    assert await check_fleet(sqlite_db.engine, fleet) == []
