@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import ConnectionFailed, FastmigrateError, SchemaError, UsageError
-from .flavors import migrate_flavors
+from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
 from .results import DatabaseResult, ExitCode, RunResult
 
@@ -16,6 +16,7 @@ __all__ = [
     "RunResult",
     "SchemaError",
     "UsageError",
+    "flavor_status",
     "migrate_flavors",
 ]
 __version__ = "0.1.0"

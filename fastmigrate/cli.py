@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from .errors import FastmigrateError, UsageError
-from .flavors import migrate_flavors
+from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
 from .report import format_progress, format_table, to_json
 from .results import DatabaseResult, ExitCode, RunResult
@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     flavors.add_argument("--soft-delete", action="store_true",
                          help="soft-delete the replaced system_metadata rows (deleted = id) instead of deleting them")
     flavors.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
+    flavors.add_argument("--status", action="store_true",
+                         help="read only: instances left, busy and broken, and the rows nova's Liberty blocker "
+                              "migration 291 counts (what must be 0 before upgrading past it)")
     flavors.add_argument("--writers", type=_positive, default=_DEFAULTS.writers, metavar="N",
                          help="concurrent writer transactions per database (default %(default)s)")
     flavors.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
@@ -109,7 +112,8 @@ class _Progress:
             self.stream.flush()
 
 
-async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _Progress | None) -> RunResult:
+async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _Progress | None,
+                   status: bool) -> RunResult:
     """migrate_flavors with signal handling: the first SIGINT/SIGTERM lets the batches being written commit
     and starts nothing more (exit 1, with the summary); a second one cancels, rolling them back."""
     stop = asyncio.Event()
@@ -132,7 +136,8 @@ async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        return await migrate_flavors(databases, options, on_progress=progress, stop=stop)
+        run = flavor_status if status else migrate_flavors
+        return await run(databases, options, on_progress=progress, stop=stop)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -150,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 dry_run=args.dry_run, writers=args.writers)
         progress = _Progress(sys.stderr) if not args.json else None
         try:
-            result = _run(_flavors(args.db, options, progress))
+            result = _run(_flavors(args.db, options, progress, args.status))
         except asyncio.CancelledError:
             print("fastmigrate: stopped; the batches in flight were rolled back, committed ones are kept; "
                   "rerun to continue", file=sys.stderr)

@@ -9,7 +9,7 @@ its batch under lock.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +208,7 @@ async def extras(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, list[
 
 
 def pending_query(include_deleted: bool, low: int, high: int) -> Select[Any]:
+    """Instances in ``(low, high]`` still without a blob (busy and broken ones included)."""
     e = instance_extra
     has_blob = (select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
                                      or_(e.c.deleted == 0, instances.c.deleted != 0)).exists())
@@ -217,13 +218,29 @@ def pending_query(include_deleted: bool, low: int, high: int) -> Select[Any]:
     return query
 
 
-async def count_pending(conn: AsyncConnection, include_deleted: bool, *, step: int = 200_000) -> int:
-    """Instances still without a blob (busy and broken ones included), counted in primary-key slices so
-    no single statement runs long on a big table."""
-    low, high = (await conn.execute(select(func.min(instances.c.id), func.max(instances.c.id)))).one()
+def blocker_query(low: int, high: int) -> Select[Any]:
+    """What nova's Liberty migration 291 (enforce_flavors_migrated) counts, for sysmeta ids in ``(low, high]``:
+    live ``instance_type_id`` rows of live instances. Until it is 0, nova's schema cannot move past 290."""
+    return (select(func.count()).select_from(sysmeta.join(instances, instances.c.uuid == sysmeta.c.instance_uuid))
+            .where(sysmeta.c.id > low, sysmeta.c.id <= high, sysmeta.c.key == "instance_type_id",
+                   sysmeta.c.deleted != sysmeta.c.id, instances.c.deleted != instances.c.id))
+
+
+async def _sliced_count(conn: AsyncConnection, pk: Any, query: Callable[[int, int], Select[Any]],
+                        step: int) -> int:
+    # Counted in primary-key slices, so that no single statement runs long on a big table.
+    low, high = (await conn.execute(select(func.min(pk), func.max(pk)))).one()
     if low is None:
         return 0
     total = 0
     for start in range(low - 1, high, step):
-        total += (await conn.execute(pending_query(include_deleted, start, start + step))).scalar_one()
+        total += (await conn.execute(query(start, start + step))).scalar_one()
     return total
+
+
+async def count_pending(conn: AsyncConnection, include_deleted: bool, *, step: int = 200_000) -> int:
+    return await _sliced_count(conn, instances.c.id, lambda lo, hi: pending_query(include_deleted, lo, hi), step)
+
+
+async def count_blockers(conn: AsyncConnection, *, step: int = 1_000_000) -> int:
+    return await _sliced_count(conn, sysmeta.c.id, blocker_query, step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -11,18 +12,44 @@ from .results import DatabaseResult, RunResult
 __all__ = ["SCHEMA_VERSION", "format_progress", "format_table", "to_json"]
 
 SCHEMA_VERSION = 1
-_COLUMNS = ("database", "found", "migrated", "busy", "broken", "remaining", "seconds", "instances/s")
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
 
 
-def _cells(db: DatabaseResult) -> tuple[str, ...]:
-    remaining = "?" if db.remaining is None else f"{db.remaining:,}"
-    return (db.database, f"{db.found:,}", f"{db.migrated:,}", f"{len(db.busy):,}", f"{len(db.broken):,}",
-            remaining, f"{db.seconds:.1f}", f"{db.rate:,.0f}")
+Column = tuple[str, Callable[[DatabaseResult], str]]
+_COLUMNS: dict[str, tuple[Column, ...]] = {
+    "flavors": (
+        ("database", lambda db: db.database),
+        ("found", lambda db: _count(db.found)),
+        ("migrated", lambda db: _count(db.migrated)),
+        ("busy", lambda db: _count(len(db.busy))),
+        ("broken", lambda db: _count(len(db.broken))),
+        ("remaining", lambda db: _count(db.remaining)),
+        ("seconds", lambda db: f"{db.seconds:.1f}"),
+        ("instances/s", lambda db: f"{db.rate:,.0f}"),
+    ),
+    "status": (
+        ("database", lambda db: db.database),
+        ("left", lambda db: _count(db.pending_before)),
+        ("can migrate", lambda db: _count(db.migrated)),
+        ("busy", lambda db: _count(len(db.busy))),
+        ("broken", lambda db: _count(len(db.broken))),
+        ("blocker rows (291)", lambda db: _count(db.blocker_rows)),
+        ("seconds", lambda db: f"{db.seconds:.1f}"),
+    ),
+}
+_HEADERS = {
+    "flavors": "DRY RUN: nothing was written; 'migrated' counts what a real run would migrate.",
+    "status": "STATUS (read only): 'left' have no blob yet; 'blocker rows' is what nova's Liberty migration 291 "
+              "counts (live instance_type_id rows of live instances): it must be 0 before nova's schema can "
+              "move past 290.",
+}
 
 
 def format_table(run: RunResult, *, max_listed: int = 50) -> str:
-    rows = [_COLUMNS, *(_cells(db) for db in run.databases)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    columns = _COLUMNS[run.command]
+    rows = [tuple(name for name, _ in columns), *(tuple(cell(db) for _, cell in columns) for db in run.databases)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
 
     def line(row: tuple[str, ...]) -> str:
         first = row[0].ljust(widths[0])
@@ -31,7 +58,7 @@ def format_table(run: RunResult, *, max_listed: int = 50) -> str:
 
     out = []
     if run.dry_run:
-        out.append("DRY RUN: nothing was written; 'migrated' counts what a real run would migrate.")
+        out.append(_HEADERS[run.command])
     out.append(line(rows[0]))
     out.append("  ".join("-" * w for w in widths))
     out.extend(line(row) for row in rows[1:])
@@ -67,6 +94,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "broken": len(db.broken),
         "remaining": db.remaining,
         "pending_before": db.pending_before,
+        "blocker_rows": db.blocker_rows,
         "skipped": db.skipped,
         "refreshed": db.refreshed,
         "retries": db.retries,
@@ -86,7 +114,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
 
 
 def to_json(run: RunResult) -> str:
-    doc = {"schema_version": SCHEMA_VERSION, "command": "flavors", "dry_run": run.dry_run,
+    doc = {"schema_version": SCHEMA_VERSION, "command": run.command, "dry_run": run.dry_run,
            "exit_code": run.exit_code, "databases": [_db_json(db) for db in run.databases]}
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
 

@@ -37,6 +37,7 @@ class DatabaseResult:
     rows_removed: int = 0
     left_behind: list[tuple[str, str]] = field(default_factory=list)
     pending_before: int | None = None
+    blocker_rows: int | None = None  # status only: what nova's Liberty migration 291 counts
     remaining: int | None = None  # instances without a blob after the run (busy and broken included)
     stopped_early: bool = False  # --max-count reached
     interrupted: bool = False  # stopped by a signal (or the library caller)
@@ -74,6 +75,7 @@ class DatabaseResult:
 class RunResult:
     databases: list[DatabaseResult]
     dry_run: bool = False
+    command: str = "flavors"  # or "status"
 
     @property
     def exit_code(self) -> int:

@@ -211,3 +211,36 @@ async def test_json_lists_every_broken_instance(db: Database) -> None:
     (entry,) = doc["databases"]
     assert {b["uuid"] for b in entry["broken_instances"]} == set(fleet.broken)
     assert all(b["reason"] for b in entry["broken_instances"])
+
+
+async def test_status_reads_only_and_counts_what_blocks_nova(db: Database) -> None:
+    from fastmigrate import flavor_status
+    from fastmigrate.report import format_table
+
+    fleet = await create_fleet(db.engine, FleetSpec(instances=800, seed=59, busy=0.02, deleted=0.02,
+                                                    broken=len(BROKEN_KINDS)))
+    live = [u for u in fleet.expected if u not in fleet.deleted]
+    digest = await db.checksum()
+    before = await flavor_status([db.url])
+    assert await db.checksum() == digest
+    s = before.databases[0]
+    assert s.pending_before == len(live) + len(fleet.broken)
+    assert s.migrated == len(live) - len(fleet.busy) and set(s.busy) == fleet.busy
+    # every live instance but the one planted without flavor rows has its instance_type_id row
+    assert s.blocker_rows == len(live) + len(fleet.broken) - 1
+    assert before.exit_code == ExitCode.FAILED
+    assert "blocker rows (291)" in format_table(before)
+
+    await run(db, force=True)
+    after = (await flavor_status([db.url])).databases[0]
+    assert after.pending_before == len(fleet.broken) and after.migrated == 0
+    assert after.blocker_rows == len(fleet.broken) - 1  # only the broken ones still block nova
+
+
+async def test_status_is_zero_when_done(db: Database) -> None:
+    from fastmigrate import flavor_status
+
+    await create_fleet(db.engine, FleetSpec(instances=300, seed=61, **CLEAN))
+    await run(db)
+    done = await flavor_status([db.url])
+    assert (done.databases[0].pending_before, done.databases[0].blocker_rows, done.exit_code) == (0, 0, 0)
