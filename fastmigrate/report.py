@@ -17,26 +17,17 @@ def _count(value: int | None) -> str:
 
 
 Column = tuple[str, Callable[[DatabaseResult], str]]
+_DATABASE: Column = ("database", lambda db: db.database)
+_BUSY_BROKEN: tuple[Column, ...] = (("busy", lambda db: _count(len(db.busy))),
+                                    ("broken", lambda db: _count(len(db.broken))))
+_SECONDS: Column = ("seconds", lambda db: f"{db.seconds:.1f}")
 _COLUMNS: dict[str, tuple[Column, ...]] = {
-    "flavors": (
-        ("database", lambda db: db.database),
-        ("found", lambda db: _count(db.found)),
-        ("migrated", lambda db: _count(db.migrated)),
-        ("busy", lambda db: _count(len(db.busy))),
-        ("broken", lambda db: _count(len(db.broken))),
-        ("remaining", lambda db: _count(db.remaining)),
-        ("seconds", lambda db: f"{db.seconds:.1f}"),
-        ("instances/s", lambda db: f"{db.rate:,.0f}"),
-    ),
-    "status": (
-        ("database", lambda db: db.database),
-        ("left", lambda db: _count(db.pending_before)),
-        ("can migrate", lambda db: _count(db.migrated)),
-        ("busy", lambda db: _count(len(db.busy))),
-        ("broken", lambda db: _count(len(db.broken))),
-        ("blocker rows (291)", lambda db: _count(db.blocker_rows)),
-        ("seconds", lambda db: f"{db.seconds:.1f}"),
-    ),
+    "flavors": (_DATABASE, ("found", lambda db: _count(db.found)), ("migrated", lambda db: _count(db.migrated)),
+                *_BUSY_BROKEN, ("remaining", lambda db: _count(db.remaining)), _SECONDS,
+                ("instances/s", lambda db: f"{db.rate:,.0f}")),
+    "status": (_DATABASE, ("left", lambda db: _count(db.pending_before)),
+               ("can migrate", lambda db: _count(db.migrated)), *_BUSY_BROKEN,
+               ("blocker rows (291)", lambda db: _count(db.blocker_rows)), _SECONDS),
 }
 _HEADERS = {
     "flavors": "DRY RUN: nothing was written; 'migrated' counts what a real run would migrate.",
