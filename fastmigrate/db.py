@@ -9,17 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import Executable, delete, event, false, insert, inspect, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import ConnectionFailed, SchemaError, UsageError
-from .schema import REQUIRED_COLUMNS
+from .schema import REQUIRED_COLUMNS, instance_extra, sysmeta
 
 __all__ = [
     "RETRYABLE_ERRNOS",
     "check_schema",
+    "check_writable",
     "connect_engine",
     "is_mysql",
     "mask",
@@ -156,6 +157,37 @@ async def check_schema(engine: AsyncEngine, label: str) -> None:
         raise SchemaError(f"{label}: not a nova cell database fastmigrate can migrate: {'; '.join(problems)}. "
                           "Point --db at a nova cell database (the [database]/connection of nova.conf), "
                           "at a schema from Kilo or later")
+
+
+async def check_writable(engine: AsyncEngine, label: str, *, soft_delete: bool) -> None:
+    """Refuse, before any write, a user who may not write what a run writes.
+
+    Statements that match no row (WHERE false) still make the server check the privileges they need, and
+    they run in a transaction that is rolled back: nothing is written, nothing locked for long.
+    """
+    probes: list[tuple[str, Executable]] = [
+        ("UPDATE on instance_extra",
+         update(instance_extra).where(false()).values(flavor=instance_extra.c.flavor)),
+        ("INSERT on instance_extra",
+         insert(instance_extra).from_select(["instance_uuid"], select(instance_extra.c.instance_uuid).where(false()))),
+        ("UPDATE on instance_system_metadata", update(sysmeta).where(false()).values(deleted=sysmeta.c.id))
+        if soft_delete else ("DELETE on instance_system_metadata", delete(sysmeta).where(false())),
+    ]
+    if engine.dialect.name == "sqlite":
+        who, fix = "the database file is read-only", "open it read-write (file permissions, the URL's mode=)"
+    else:
+        who = "the database user may not write"
+        fix = (f"grant it (GRANT SELECT, INSERT, UPDATE{'' if soft_delete else ', DELETE'} ON <nova db>.* TO "
+               "<user>) or use nova's own database user")
+    async with engine.connect() as conn:
+        async with conn.begin() as transaction:
+            for needed, statement in probes:
+                try:
+                    await conn.execute(statement)
+                except DBAPIError as exc:
+                    raise ConnectionFailed(f"{label}: {who} ({needed} refused: {_driver_message(exc)}); {fix}, "
+                                           "or look without writing: --dry-run / --status") from None
+            await transaction.rollback()
 
 
 def _columns(sync_conn: Any) -> dict[str, set[str]]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import reader
-from .db import check_schema, connect_engine, mask, normalize_url, scrub
+from .db import check_schema, check_writable, connect_engine, mask, normalize_url, scrub
 from .errors import FastmigrateError, UsageError
 from .options import FlavorOptions
 from .pipeline import run_pipeline
@@ -34,10 +34,10 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
                           _status: bool = False) -> RunResult:
     """Move every candidate instance's flavor from system_metadata into instance_extra.flavor.
 
-    All URLs are parsed and every schema checked before anything is written anywhere; then the databases
-    are migrated concurrently. Errors of one database are recorded in its result (the others go on);
-    invalid usage raises :class:`UsageError`. Setting ``stop`` ends the run early and cleanly: batches being
-    written commit, nothing else is started, and every result says ``interrupted``.
+    All URLs are parsed, and every database's schema and write privileges checked, before anything is
+    written anywhere; then the databases are migrated concurrently. Errors of one database are recorded in
+    its result (the others go on); invalid usage raises :class:`UsageError`. Setting ``stop`` ends the run
+    early and cleanly: batches being written commit, nothing else is started, and results say ``interrupted``.
     """
     if not databases:
         raise UsageError("name at least one database with --db URL")
@@ -45,29 +45,50 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
     secrets = [url.password for url in urls]
     # Labels show the URL as the operator wrote it (driver and all), password masked.
     results = [DatabaseResult(database=mask(text), dry_run=options.dry_run) for text in databases]
-    await asyncio.gather(*(_one(url, options, result, secrets, on_progress, stop, _status)
-                           for url, result in zip(urls, results)))
+    engines = [connect_engine(url, pool_size=options.writers + 1, read_only=options.dry_run) for url in urls]
+    try:
+        # Every database is checked before any is written to: one that is no nova database stops them all
+        # (the command line is wrong); one that cannot be reached is reported and the others go on.
+        await asyncio.gather(*(_guarded(_check(e, options, r), r, secrets) for e, r in zip(engines, results)))
+        if any(r.error_code == ExitCode.USAGE for r in results):
+            for r in results:
+                if r.error is None:
+                    r.error, r.error_code = "not started: another --db is invalid (see its error)", ExitCode.FAILED
+        else:
+            await asyncio.gather(*(_guarded(_migrate(e, options, r, on_progress, stop, _status), r, secrets)
+                                   for e, r in zip(engines, results) if r.error is None))
+    finally:
+        await asyncio.gather(*(e.dispose() for e in engines))
     return RunResult(databases=results, dry_run=options.dry_run, command="status" if _status else "flavors")
 
 
-async def _one(url: URL, options: FlavorOptions, result: DatabaseResult, secrets: list[str | None],
-               on_progress: ProgressCallback | None, stop: asyncio.Event | None, status: bool) -> None:
-    engine = connect_engine(url, pool_size=options.writers + 1, read_only=options.dry_run)
+async def _check(engine: AsyncEngine, options: FlavorOptions, result: DatabaseResult) -> None:
+    await check_schema(engine, result.database)
+    if not options.dry_run:
+        await check_writable(engine, result.database, soft_delete=options.soft_delete)
+
+
+async def _migrate(engine: AsyncEngine, options: FlavorOptions, result: DatabaseResult,
+                   on_progress: ProgressCallback | None, stop: asyncio.Event | None, status: bool) -> None:
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        result.pending_before = await reader.count_pending(conn, options.include_deleted)
+    await run_pipeline(engine, options, result, on_progress, stop)
+    result.interrupted = stop is not None and stop.is_set()
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if options.dry_run:
+            result.remaining = result.pending_before
+        else:
+            result.remaining = await reader.count_pending(conn, options.include_deleted)
+        if status:
+            result.blocker_rows = await reader.count_blockers(conn)
+
+
+async def _guarded(work: Awaitable[None], result: DatabaseResult, secrets: list[str | None]) -> None:
+    """Record a database's failure in its result, so the other databases go on."""
     try:
-        await check_schema(engine, result.database)
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            result.pending_before = await reader.count_pending(conn, options.include_deleted)
-        await run_pipeline(engine, options, result, on_progress, stop)
-        result.interrupted = stop is not None and stop.is_set()
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            if options.dry_run:
-                result.remaining = result.pending_before
-            else:
-                result.remaining = await reader.count_pending(conn, options.include_deleted)
-            if status:
-                result.blocker_rows = await reader.count_blockers(conn)
+        await work
     except FastmigrateError as exc:
         result.error, result.error_code = scrub(str(exc), secrets), exc.exit_code
     except (DBAPIError, OSError) as exc:
@@ -75,5 +96,3 @@ async def _one(url: URL, options: FlavorOptions, result: DatabaseResult, secrets
         text = str(getattr(exc, "orig", None) or exc)
         result.error = scrub(f"{result.database}: {text}; committed batches are kept, rerun to continue", secrets)
         result.error_code = ExitCode.FAILED
-    finally:
-        await engine.dispose()

@@ -132,3 +132,46 @@ def test_console_script_runs(tmp_path: Any) -> None:
                            "--path", str(tmp_path / "demo.db")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "check: OK" in done.stdout
+
+
+@pytest.mark.mariadb
+async def test_a_read_only_user_is_refused_before_any_write(mariadb_db: Database,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy.engine import make_url
+
+    await fleet(mariadb_db, busy=0.0, deleted=0.0)
+    schema = make_url(mariadb_db.url).database
+    await mariadb_db.execute("CREATE USER IF NOT EXISTS 'fm_reader'@'%' IDENTIFIED BY 'Rd0nly'")
+    await mariadb_db.execute(f"GRANT SELECT ON {schema}.* TO 'fm_reader'@'%'")
+    try:
+        url = make_url(mariadb_db.url).set(username="fm_reader", password="Rd0nly").render_as_string(False)
+        digest = await mariadb_db.checksum()
+        code, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", url)
+        assert code == 2
+        assert "may not write (UPDATE on instance_extra refused" in out and "GRANT SELECT, INSERT, UPDATE" in out
+        assert "Rd0nly" not in out + err
+        assert await mariadb_db.checksum() == digest
+        code, out, _ = await asyncio.to_thread(cli, capsys, "flavors", "--db", url, "--status")
+        assert code == 1  # looking needs no more than SELECT
+    finally:
+        await mariadb_db.execute("DROP USER IF EXISTS 'fm_reader'@'%'")
+
+
+async def test_a_read_only_sqlite_file_is_refused(sqlite_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    await fleet(sqlite_db, busy=0.0, deleted=0.0)
+    digest = await sqlite_db.checksum()
+    path = sqlite_db.url.removeprefix("sqlite:///")
+    code, out, _ = await asyncio.to_thread(cli, capsys, "flavors", "--db", f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert code == 2 and "read-only" in out
+    assert await sqlite_db.checksum() == digest
+
+
+async def test_one_invalid_database_means_none_is_touched(db: Database, sqlite_db: Database,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    await fleet(db, busy=0.0, deleted=0.0)
+    await sqlite_db.execute("CREATE TABLE unrelated (id INTEGER)")
+    digest = await db.checksum()
+    code, out, _ = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--db", sqlite_db.url)
+    assert code == 127
+    assert "not a nova cell database" in out and "not started: another --db is invalid" in out
+    assert await db.checksum() == digest
