@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, func, literal_column, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnClause
 
+from . import statements
 from .schema import instance_extra, instances, sysmeta
-from .transform import KEY_PREFIXES, Broken, Candidate, SysmetaRow, fingerprint, is_busy
+from .transform import Broken, Candidate, SysmetaRow, fingerprint, is_busy
 
 __all__ = [
     "ExtraRow",
@@ -75,19 +75,6 @@ def choose_extra(instance_deleted: bool, extras: Sequence[ExtraRow]) -> int | No
 
 _INSTANCE_COLUMNS = (instances.c.id, instances.c.uuid, instances.c.deleted, instances.c.task_state,
                      instances.c.vm_state)
-
-
-def _flavor_keys() -> Any:
-    # '_' is a LIKE wildcard: escape it, or 'instance_type_' would also match 'instanceXtype_'.
-    return or_(*(sysmeta.c.key.like(p.replace("_", "!_") + "%", escape="!") for p in KEY_PREFIXES))
-
-
-def sysmeta_where(uuids: Sequence[str], include_deleted: bool) -> Any:
-    """The flavor rows of these instances: the one filter the read, the lock and the fingerprint share."""
-    clauses = [sysmeta.c.instance_uuid.in_(uuids), _flavor_keys()]
-    if not include_deleted:
-        clauses.append(sysmeta.c.deleted == 0)
-    return and_(*clauses)
 
 
 def _page_query(include_deleted: bool, last_id: int, limit: int) -> Select[Any]:
@@ -164,32 +151,29 @@ async def _sort(conn: AsyncConnection, rows: Sequence[Any], opts: ReadOptions, *
 
 async def _flavor_rows(conn: AsyncConnection, uuids: Sequence[str], include_deleted: bool, *,
                        lock: bool) -> dict[str, list[SysmetaRow]]:
-    query = select(sysmeta.c.instance_uuid, sysmeta.c.id, sysmeta.c.key, sysmeta.c.value, sysmeta.c.deleted).where(
-        sysmeta_where(uuids, include_deleted))
-    if lock:
-        query = query.with_for_update()
+    sql, params = statements.flavor_rows(conn.dialect.paramstyle, uuids, include_deleted,
+                                         lock=lock and conn.dialect.name == "mysql")
     by_uuid: dict[str, list[SysmetaRow]] = defaultdict(list)
-    for uuid, *rest in (await conn.execute(query)):
-        by_uuid[uuid].append(SysmetaRow(*rest))
+    rows: Any = await conn.exec_driver_sql(sql, params)  # untyped text: rows of (uuid, id, key, value, deleted)
+    for row in rows:
+        by_uuid[row[0]].append(SysmetaRow(row[1], row[2], row[3], row[4]))
     return by_uuid
 
 
 # MD5 over the same canonical text as transform.fingerprint(): field separator 0x1f, row separator 0x1e,
 # NULL as 0x00. Computed in the server, one short row per instance comes back instead of all its rows.
-_MYSQL_FINGERPRINT: ColumnClause[Any] = literal_column(
-    "MD5(GROUP_CONCAT(CONCAT_WS(CHAR(31), id, `key`, IFNULL(value, CHAR(0)), deleted) "
-    "ORDER BY id SEPARATOR 0x1e))"
-)
+_MYSQL_FINGERPRINT = ("instance_uuid, MD5(GROUP_CONCAT(CONCAT_WS(CHAR(31), id, `key`, IFNULL(value, CHAR(0)), "
+                      "deleted) ORDER BY id SEPARATOR 0x1e))")
 
 
 async def fingerprints(conn: AsyncConnection, uuids: Sequence[str], include_deleted: bool) -> dict[str, str]:
     """uuid -> fingerprint of its flavor rows as they are now, locking them (and the gaps around them)
     until the transaction ends. Instances with no flavor rows left are absent from the answer."""
-    where = sysmeta_where(uuids, include_deleted)
     if conn.dialect.name == "mysql":
-        query = (select(sysmeta.c.instance_uuid, _MYSQL_FINGERPRINT).where(where)
-                 .group_by(sysmeta.c.instance_uuid).with_for_update())
-        return dict((await conn.execute(query)).all())
+        sql, params = statements.flavor_rows(conn.dialect.paramstyle, uuids, include_deleted,
+                                             columns=_MYSQL_FINGERPRINT, group=True, lock=True)
+        rows: Any = await conn.exec_driver_sql(sql, params)  # rows of (uuid, fingerprint)
+        return {row[0]: row[1] for row in rows}
     # SQLite: the writer's BEGIN IMMEDIATE already excludes every other writer; hash the rows here.
     by_uuid = await _flavor_rows(conn, uuids, include_deleted, lock=False)
     return {uuid: fingerprint(rows) for uuid, rows in by_uuid.items()}

@@ -21,14 +21,14 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
 
-from sqlalchemy import Delete, Update, case, delete, insert, update
+from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from . import reader
+from . import reader, statements
 from .db import RETRYABLE_ERRNOS, mysql_errno
 from .errors import FastmigrateError
-from .schema import instance_extra, sysmeta
+from .schema import instance_extra
 from .transform import Broken, Migration, transform
 
 __all__ = ["BatchOutcome", "WriteOptions", "backoff", "write_batch"]
@@ -124,14 +124,11 @@ async def _write_blobs(conn: AsyncConnection, todo: Sequence[Migration], now: da
     # One multi-row UPDATE per chunk (an executemany of UPDATEs is a round trip per row on asyncmy).
     # 'flavor IS NULL' is redundant under our locks; it makes the statement safe on its own.
     for chunk in _chunks_by_bytes(todo, opts.statement_bytes):
-        ids = [m.extra_id for m in chunk]
-        stmt = (update(instance_extra)
-                .where(instance_extra.c.id.in_(ids), instance_extra.c.flavor.is_(None))
-                .values(flavor=case({m.extra_id: m.blob for m in chunk}, value=instance_extra.c.id),
-                        updated_at=now))
-        result = await conn.execute(stmt)
-        if result.rowcount != len(ids):
-            raise InvariantViolated(f"updated {result.rowcount} of {len(ids)} locked instance_extra rows; "
+        sql, params = statements.blob_update(conn.dialect.paramstyle, [(m.extra_id, m.blob) for m in chunk
+                                                                       if m.extra_id is not None], now)
+        result = await conn.exec_driver_sql(sql, params)
+        if result.rowcount != len(chunk):
+            raise InvariantViolated(f"updated {result.rowcount} of {len(chunk)} locked instance_extra rows; "
                                     "the batch was rolled back; rerun")
 
 
@@ -143,13 +140,8 @@ async def _remove_rows(conn: AsyncConnection, ready: Sequence[Migration], now: d
         ids = [i for m in ready for i in m.row_ids]
     for start in range(0, len(ids), opts.ids_per_statement):
         chunk = ids[start:start + opts.ids_per_statement]
-        stmt: Update | Delete
-        if opts.soft_delete:
-            stmt = (update(sysmeta).where(sysmeta.c.id.in_(chunk), sysmeta.c.deleted == 0)
-                    .values(deleted=sysmeta.c.id, deleted_at=now))
-        else:
-            stmt = delete(sysmeta).where(sysmeta.c.id.in_(chunk))
-        result = await conn.execute(stmt)
+        sql, params = statements.row_removal(conn.dialect.paramstyle, chunk, now, soft=opts.soft_delete)
+        result = await conn.exec_driver_sql(sql, params)
         if result.rowcount != len(chunk):
             raise InvariantViolated(f"removed {result.rowcount} of {len(chunk)} locked system_metadata rows; "
                                     "the batch was rolled back; rerun")

@@ -7,7 +7,9 @@ import re
 import pytest
 from sqlalchemy.dialects import mysql, sqlite
 
-from fastmigrate import reader
+from datetime import datetime
+
+from fastmigrate import reader, statements
 
 pytestmark = pytest.mark.pure
 
@@ -30,11 +32,34 @@ def test_page_is_keyset_without_offset_or_row_constructors(dialect: object, incl
 
 
 def test_flavor_rows_filter_escapes_the_like_wildcard() -> None:
-    text = sql(reader.sysmeta_where(["u-1"], include_deleted=False), mysql.dialect())
-    for prefix in ("instance!_type!_%", "old!_instance!_type!_%", "new!_instance!_type!_%"):
-        assert f"LIKE '{prefix}' ESCAPE '!'" in text
-    assert "instance_system_metadata.deleted = 0" in text
-    assert "deleted = 0" not in sql(reader.sysmeta_where(["u-1"], include_deleted=True), mysql.dialect())
+    sql, params = statements.flavor_rows("format", ["u-1", "u-2"], include_deleted=False)
+    assert sql == ("SELECT instance_uuid, id, `key`, value, deleted FROM instance_system_metadata "
+                   "WHERE instance_uuid IN (%s, %s) AND (`key` LIKE %s ESCAPE '!' OR `key` LIKE %s ESCAPE '!' "
+                   "OR `key` LIKE %s ESCAPE '!') AND deleted = 0")
+    assert params == ("u-1", "u-2", "instance!_type!_%", "old!_instance!_type!_%", "new!_instance!_type!_%")
+    sql, _ = statements.flavor_rows("qmark", ["u-1"], include_deleted=True, columns="instance_uuid, COUNT(*)",
+                                    group=True, lock=True)
+    assert sql.startswith("SELECT instance_uuid, COUNT(*) FROM") and "?" in sql and "%s" not in sql
+    assert "deleted = 0" not in sql and sql.endswith(" GROUP BY instance_uuid FOR UPDATE")
+
+
+def test_blob_update_is_one_statement_with_strings_as_parameters() -> None:
+    now = datetime(2026, 11, 22, 10, 0, 0, 123)
+    sql, params = statements.blob_update("format", [(7, '{"cur": 1}'), (9, "x'); DROP TABLE t; --")], now)
+    assert sql == ("UPDATE instance_extra SET flavor = CASE id WHEN 7 THEN %s WHEN 9 THEN %s END, updated_at = %s "
+                   "WHERE id IN (7, 9) AND flavor IS NULL")
+    assert params == ('{"cur": 1}', "x'); DROP TABLE t; --", "2026-11-22 10:00:00")
+
+
+def test_rows_are_removed_by_primary_key_only() -> None:
+    now = datetime(2026, 11, 22)
+    assert statements.row_removal("qmark", [3, 5], now, soft=False) == (
+        "DELETE FROM instance_system_metadata WHERE id IN (3, 5)", ())
+    assert statements.row_removal("qmark", [3], now, soft=True) == (
+        "UPDATE instance_system_metadata SET deleted = id, deleted_at = ? WHERE id IN (3) AND deleted = 0",
+        ("2026-11-22 00:00:00",))
+    with pytest.raises(ValueError):
+        statements.row_removal("qmark", ["1) OR (1=1"], now, soft=False)  # type: ignore[list-item]
 
 
 def test_pending_count_is_sliced_by_primary_key() -> None:
