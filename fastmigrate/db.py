@@ -6,9 +6,12 @@ database (asyncmy, aiosqlite) so the URL can be pasted as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
+from asyncmy.errors import MySQLError
 from sqlalchemy import Executable, delete, event, false, insert, inspect, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -17,8 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from .errors import ConnectionFailed, SchemaError, UsageError
 from .schema import REQUIRED_COLUMNS, instance_extra, sysmeta
 
+T = TypeVar("T")
+
 __all__ = [
+    "DATABASE_ERRORS",
     "RETRYABLE_ERRNOS",
+    "backoff",
     "check_schema",
     "check_writable",
     "connect_engine",
@@ -26,12 +33,16 @@ __all__ = [
     "mask",
     "mysql_errno",
     "normalize_url",
+    "retrying",
     "scrub",
 ]
 
 _ASYNC_DRIVERS = {"mysql": "mysql+asyncmy", "mariadb": "mysql+asyncmy", "sqlite": "sqlite+aiosqlite"}
 # 1205 lock wait timeout, 1213 deadlock, 2006/2013 lost connection: try again (after a reconnect).
 RETRYABLE_ERRNOS = frozenset({1205, 1213, 2006, 2013})
+# What a database failure can look like: SQLAlchemy's wrapper, or (from the asyncio adaptation's pool
+# reset of a connection the server killed) the driver's own exception, unwrapped.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, MySQLError, sqlite3.Error)
 # group_concat_max_len bounds the writer's fingerprint of one instance's flavor rows.
 _MYSQL_SESSION = "SET SESSION group_concat_max_len = 16777216"
 
@@ -86,6 +97,33 @@ def mysql_errno(exc: BaseException) -> int | None:
     if args and isinstance(args[0], int):
         return args[0]
     return None
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number ``attempt + 1``: 0.05, 0.1, 0.2 ... capped at 2."""
+    return min(0.05 * (1 << attempt), 2.0)
+
+
+async def retrying(operation: Callable[[], Awaitable[T]], *, attempts: int = 6,
+                   sleep: Sleep = asyncio.sleep) -> tuple[T, int]:
+    """``operation()``, run again after a backoff when it fails with a retryable MySQL error (decided by
+    number), at most ``attempts`` more times. Returns its result and the number of retries it took.
+
+    Each call of ``operation`` must stand alone: its own connection from the pool (SQLAlchemy discards one
+    that was lost) and its own transaction.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await operation(), attempt
+        except DATABASE_ERRORS as exc:
+            if mysql_errno(exc) not in RETRYABLE_ERRNOS or attempt >= attempts:
+                raise
+        await sleep(backoff(attempt))
+        attempt += 1
 
 
 def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False) -> AsyncEngine:

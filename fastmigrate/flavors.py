@@ -6,11 +6,10 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import reader
-from .db import check_schema, check_writable, connect_engine, mask, normalize_url, scrub
+from .db import DATABASE_ERRORS, check_schema, check_writable, connect_engine, mask, normalize_url, scrub
 from .errors import FastmigrateError, UsageError
 from .options import FlavorOptions
 from .pipeline import run_pipeline
@@ -19,6 +18,7 @@ from .results import DatabaseResult, ExitCode, RunResult
 __all__ = ["flavor_status", "migrate_flavors"]
 
 ProgressCallback = Callable[[DatabaseResult], None]
+_FAILURES: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
 
 
 async def flavor_status(databases: Sequence[str], options: FlavorOptions = FlavorOptions(), *,
@@ -91,7 +91,7 @@ async def _guarded(work: Awaitable[None], result: DatabaseResult, secrets: list[
         await work
     except FastmigrateError as exc:
         result.error, result.error_code = scrub(str(exc), secrets), exc.exit_code
-    except (DBAPIError, OSError) as exc:
+    except _FAILURES as exc:
         # Whatever was committed stays committed and is consistent (one batch, one transaction).
         text = str(getattr(exc, "orig", None) or exc)
         result.error = scrub(f"{result.database}: {text}; committed batches are kept, rerun to continue", secrets)

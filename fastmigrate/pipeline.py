@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import reader
+from .db import retrying
 from .options import FlavorOptions
 from .results import DatabaseResult
 from .transform import Broken, Migration, transform
@@ -38,11 +40,16 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
         if on_batch is not None:
             on_batch(result)
 
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(_read(engine, cfg, pages, result, stop))
-        tasks.create_task(_transform(pages, batches, cfg, result, tick, stop))
-        for _ in range(cfg.writers):
-            tasks.create_task(_write(engine, cfg, batches, result, tick, stop))
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_read(engine, cfg, pages, result, stop))
+            tasks.create_task(_transform(pages, batches, cfg, result, tick, stop))
+            for _ in range(cfg.writers):
+                tasks.create_task(_write(engine, cfg, batches, result, tick, stop))
+    except BaseExceptionGroup as failed:
+        # One stage failed and the TaskGroup cancelled the others (rolling back what they had in flight):
+        # report the failure itself, not the group.
+        raise failed.exceptions[0] from None
     result.seconds = time.monotonic() - started
 
 
@@ -51,21 +58,19 @@ async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[read
     last_id = 0
     taken = 0
     read_opts = cfg.read
-    async with engine.connect() as conn:
-        # Autocommit: every page is read from a fresh snapshot; nothing stays open between pages.
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        while not stop.is_set():
-            page = await reader.read_page(conn, last_id, cfg.batch_size, read_opts)
-            if page.scanned == 0:
-                break
-            last_id = page.last_id
-            if cfg.max_count is not None:
-                del page.candidates[cfg.max_count - taken:]
-                taken += len(page.candidates)
-            await out.put(page)
-            if cfg.max_count is not None and taken >= cfg.max_count:
-                result.stopped_early = True
-                break
+    while not stop.is_set():
+        page, retries = await retrying(partial(reader.read_next, engine, last_id, cfg.batch_size, read_opts))
+        result.retries += retries
+        if page.scanned == 0:
+            break
+        last_id = page.last_id
+        if cfg.max_count is not None:
+            del page.candidates[cfg.max_count - taken:]
+            taken += len(page.candidates)
+        await out.put(page)
+        if cfg.max_count is not None and taken >= cfg.max_count:
+            result.stopped_early = True
+            break
     await out.put(None)
 
 

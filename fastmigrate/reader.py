@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import statements
 from .schema import instance_extra, instances, sysmeta
@@ -107,6 +107,14 @@ async def read_page(conn: AsyncConnection, last_id: int, limit: int, opts: ReadO
     """The next ``limit`` instances after ``last_id``, sorted into candidates, busy, broken and done."""
     result = await conn.execute(_page_query(opts.include_deleted, last_id, limit))
     return await _sort(conn, result.all(), opts, lock=False)
+
+
+async def read_next(engine: AsyncEngine, last_id: int, limit: int, opts: ReadOptions) -> Page:
+    """``read_page`` on a pooled connection in autocommit mode: each page from a fresh snapshot, nothing
+    held open between pages, and a page whose connection was lost can simply be read again."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return await read_page(conn, last_id, limit, opts)
 
 
 async def load(conn: AsyncConnection, uuids: Sequence[str], opts: ReadOptions, *, lock: bool) -> Page:

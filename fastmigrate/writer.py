@@ -17,21 +17,20 @@ deleted in the same transaction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
 
 from sqlalchemy import insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import reader, statements
-from .db import RETRYABLE_ERRNOS, mysql_errno
+from .db import Sleep, retrying
 from .errors import FastmigrateError
 from .schema import instance_extra
 from .transform import Broken, Migration, transform
 
-__all__ = ["BatchOutcome", "WriteOptions", "backoff", "write_batch"]
+__all__ = ["BatchOutcome", "WriteOptions", "write_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,25 +59,22 @@ class InvariantViolated(FastmigrateError):
     """A locked row did not behave as locked rows must: the batch was rolled back, nothing is lost."""
 
 
-def backoff(attempt: int) -> float:
-    return min(0.05 * (1 << attempt), 2.0)
-
-
 async def write_batch(engine: AsyncEngine, batch: Sequence[Migration], opts: WriteOptions,
-                      sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> BatchOutcome:
-    """Commit ``batch``; retried from scratch, in a new transaction, on a retryable MySQL error."""
-    attempt = 0
-    while True:
-        try:
-            async with engine.begin() as conn:
-                outcome = await _write(conn, batch, opts)
-            outcome.retries = attempt
-            return outcome
-        except DBAPIError as exc:
-            if mysql_errno(exc) not in RETRYABLE_ERRNOS or attempt >= opts.retries:
-                raise
-            await sleep(backoff(attempt))
-            attempt += 1
+                      sleep: Sleep = asyncio.sleep) -> BatchOutcome:
+    """Commit ``batch``; retried from scratch, in a new transaction, on a retryable MySQL error.
+
+    A connection lost during COMMIT leaves it unknown whether the batch committed. Retrying is still safe:
+    the new attempt's locked re-read finds the instances that did commit with a blob and without their rows,
+    re-reads them, and counts them as skipped instead of writing anything twice.
+    """
+
+    async def attempt() -> BatchOutcome:
+        async with engine.begin() as conn:
+            return await _write(conn, batch, opts)
+
+    outcome, retries = await retrying(attempt, attempts=opts.retries, sleep=sleep)
+    outcome.retries = retries
+    return outcome
 
 
 async def _write(conn: AsyncConnection, batch: Sequence[Migration], opts: WriteOptions) -> BatchOutcome:

@@ -1,0 +1,108 @@
+"""Faults: retryable errors are retried by number, with backoff and a fresh connection; nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from fastmigrate import FlavorOptions, migrate_flavors
+from fastmigrate.db import connect_engine, normalize_url, retrying
+from fastmigrate.fleet import FleetSpec, check_fleet, create_fleet
+
+from .conftest import Database
+
+CLEAN = dict(busy=0.0, deleted=0.0)
+
+
+def mysql_error(errno: int) -> OperationalError:
+    return OperationalError("UPDATE ...", {}, Exception(errno, "from the server"))
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("errno", [1205, 1213, 2006, 2013])
+async def test_retryable_errors_are_retried_with_backoff(errno: int) -> None:
+    calls, slept = [], []
+
+    async def operation() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise mysql_error(errno)
+        return "done"
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    assert await retrying(operation, sleep=sleep) == ("done", 2)
+    assert slept == [0.05, 0.1]
+
+
+@pytest.mark.pure
+async def test_other_errors_and_exhausted_retries_are_raised() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def duplicate() -> None:
+        raise mysql_error(1062)  # duplicate key: retrying cannot help
+
+    with pytest.raises(OperationalError):
+        await retrying(duplicate, sleep=sleep)
+    assert slept == []
+
+    async def deadlock() -> None:
+        raise mysql_error(1213)
+
+    with pytest.raises(OperationalError):
+        await retrying(deadlock, attempts=3, sleep=sleep)
+    assert slept == [0.05, 0.1, 0.2]
+
+
+@pytest.mark.mariadb
+async def test_lock_wait_timeouts_are_waited_out(mariadb_db: Database) -> None:
+    fleet = await create_fleet(mariadb_db.engine, FleetSpec(instances=300, seed=67, **CLEAN))
+    blocker = connect_engine(normalize_url(mariadb_db.url))
+    await mariadb_db.execute("SET GLOBAL innodb_lock_wait_timeout = 1")  # sessions opened from now on
+    try:
+        async with blocker.connect() as conn:
+            trans = await conn.begin()
+            await conn.execute(text("SELECT id FROM instance_extra WHERE id <= 5 FOR UPDATE"))  # nova, busy
+            run = asyncio.create_task(migrate_flavors([mariadb_db.url], FlavorOptions(batch_size=50)))
+            await asyncio.sleep(3.5)
+            assert not run.done()
+            await trans.rollback()
+        result = await run
+    finally:
+        await mariadb_db.execute("SET GLOBAL innodb_lock_wait_timeout = 50")
+        await blocker.dispose()
+    assert result.exit_code == 0
+    assert result.databases[0].retries >= 2
+    assert await check_fleet(mariadb_db.engine, fleet) == []
+
+
+@pytest.mark.mariadb
+async def test_killed_connections_are_replaced(mariadb_db: Database) -> None:
+    fleet = await create_fleet(mariadb_db.engine, FleetSpec(instances=4000, seed=71, **CLEAN))
+    schema = make_url(mariadb_db.url).database
+    run = asyncio.create_task(migrate_flavors([mariadb_db.url], FlavorOptions(batch_size=20)))
+    killed = 0
+    for _ in range(3):  # three times during the run, every connection fastmigrate has open
+        while not await mariadb_db.scalar("SELECT COUNT(*) FROM instance_extra WHERE flavor IS NOT NULL"):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        async with mariadb_db.engine.connect() as conn:
+            ids = (await conn.execute(text(
+                "SELECT id FROM information_schema.processlist WHERE db = :db AND id <> CONNECTION_ID()"),
+                {"db": schema})).scalars().all()
+            for cid in ids:
+                await conn.execute(text(f"KILL CONNECTION {int(cid)}"))
+                killed += 1
+    result = await run
+    assert killed >= 3 and not run.exception()
+    assert result.exit_code == 0, result.databases[0].error
+    assert result.databases[0].retries >= 1
+    assert await check_fleet(mariadb_db.engine, fleet) == []
