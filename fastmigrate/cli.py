@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
                               "migration 291 counts (what must be 0 before upgrading past it)")
     flavors.add_argument("--writers", type=_positive, default=_DEFAULTS.writers, metavar="N",
                          help="concurrent writer transactions per database (default %(default)s)")
+    flavors.add_argument("--statement-timeout", type=float, default=_DEFAULTS.statement_timeout, metavar="S",
+                         help="longest any one statement may run, in seconds, on MySQL/MariaDB (default "
+                              "%(default)g; lock waits get half of it and are retried; 0: no limit)")
+    flavors.add_argument("--max-transaction-bytes", type=_positive, default=_DEFAULTS.max_transaction_bytes,
+                         metavar="N", help="cut a batch when its blobs reach N bytes: small writesets for "
+                                           "Galera (default %(default)s)")
     flavors.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
 
     demo = commands.add_parser("demo", help="generate a demo fleet in SQLite, migrate it and check the result")
@@ -152,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(run_demo(args.path, args.instances, args.broken, out=sys.stdout))
         options = FlavorOptions(batch_size=args.batch_size, max_count=args.max_count, force=args.force,
                                 include_deleted=args.include_deleted, soft_delete=args.soft_delete,
-                                dry_run=args.dry_run, writers=args.writers)
+                                dry_run=args.dry_run, writers=args.writers,
+                                statement_timeout=args.statement_timeout,
+                                max_transaction_bytes=args.max_transaction_bytes)
         progress = _Progress(sys.stderr) if not args.json else None
         try:
             result = _run(_flavors(args.db, options, progress, args.status))

@@ -33,6 +33,7 @@ __all__ = [
     "mask",
     "mysql_errno",
     "normalize_url",
+    "session_settings",
     "retrying",
     "scrub",
 ]
@@ -43,8 +44,8 @@ RETRYABLE_ERRNOS = frozenset({1205, 1213, 2006, 2013})
 # What a database failure can look like: SQLAlchemy's wrapper, or (from the asyncio adaptation's pool
 # reset of a connection the server killed) the driver's own exception, unwrapped.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, MySQLError, sqlite3.Error)
-# group_concat_max_len bounds the writer's fingerprint of one instance's flavor rows.
-_MYSQL_SESSION = "SET SESSION group_concat_max_len = 16777216"
+# A statement cut off by the time budget: MariaDB's max_statement_time (1969), MySQL's max_execution_time (3024).
+STATEMENT_TIMEOUT_ERRNOS = frozenset({1969, 3024})
 
 
 def normalize_url(text: str) -> URL:
@@ -126,8 +127,27 @@ async def retrying(operation: Callable[[], Awaitable[T]], *, attempts: int = 6,
         attempt += 1
 
 
-def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False) -> AsyncEngine:
-    """An engine for ``url``. ``read_only`` (dry runs) makes the server refuse any write on its sessions."""
+def session_settings(server_version: str, statement_timeout: float) -> list[str]:
+    """The SET statements for a MySQL-family session: a pure function of the server and the budget.
+
+    The budget caps every statement (MariaDB's max_statement_time; MySQL's max_execution_time, which only
+    covers SELECT). Lock waits get half of it, so that waiting on nova surfaces as a lock wait timeout
+    (1205, retried) well before the budget would cut the statement off (1969, not retried).
+    """
+    settings = ["SET SESSION group_concat_max_len = 16777216"]
+    if statement_timeout > 0:
+        settings.append(f"SET SESSION innodb_lock_wait_timeout = {max(1, int(statement_timeout / 2))}")
+        if "mariadb" in server_version.lower():
+            settings.append(f"SET SESSION max_statement_time = {statement_timeout:g}")
+        else:
+            settings.append(f"SET SESSION max_execution_time = {int(statement_timeout * 1000)}")
+    return settings
+
+
+def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False,
+                   statement_timeout: float = 0) -> AsyncEngine:
+    """An engine for ``url``. ``read_only`` (dry runs) makes the server refuse any write on its sessions;
+    ``statement_timeout`` (seconds, 0 for none) is the longest any statement may run on MySQL/MariaDB."""
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, read_only)
     engine = create_async_engine(
@@ -144,7 +164,9 @@ def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False) -> 
     @event.listens_for(engine.sync_engine, "connect")
     def _session(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(_MYSQL_SESSION)
+        cursor.execute("SELECT VERSION()")
+        for statement in session_settings(cursor.fetchone()[0], statement_timeout):
+            cursor.execute(statement)
         if read_only:
             cursor.execute("SET SESSION TRANSACTION READ ONLY")
         cursor.close()

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import reader
-from .db import DATABASE_ERRORS, check_schema, check_writable, connect_engine, mask, normalize_url, scrub
+from .db import (DATABASE_ERRORS, STATEMENT_TIMEOUT_ERRNOS, check_schema, check_writable, connect_engine, mask,
+                 mysql_errno, normalize_url, scrub)
 from .errors import FastmigrateError, UsageError
 from .options import FlavorOptions
 from .pipeline import run_pipeline
@@ -45,7 +46,8 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
     secrets = [url.password for url in urls]
     # Labels show the URL as the operator wrote it (driver and all), password masked.
     results = [DatabaseResult(database=mask(text), dry_run=options.dry_run) for text in databases]
-    engines = [connect_engine(url, pool_size=options.writers + 1, read_only=options.dry_run) for url in urls]
+    engines = [connect_engine(url, pool_size=options.writers + 1, read_only=options.dry_run,
+                              statement_timeout=options.statement_timeout) for url in urls]
     try:
         # Every database is checked before any is written to: one that is no nova database stops them all
         # (the command line is wrong); one that cannot be reached is reported and the others go on.
@@ -94,5 +96,9 @@ async def _guarded(work: Awaitable[None], result: DatabaseResult, secrets: list[
     except _FAILURES as exc:
         # Whatever was committed stays committed and is consistent (one batch, one transaction).
         text = str(getattr(exc, "orig", None) or exc)
-        result.error = scrub(f"{result.database}: {text}; committed batches are kept, rerun to continue", secrets)
+        advice = "committed batches are kept, rerun to continue"
+        if mysql_errno(exc) in STATEMENT_TIMEOUT_ERRNOS:
+            advice = ("a statement ran longer than --statement-timeout allows: lower --batch-size, or raise "
+                      "--statement-timeout; " + advice)
+        result.error = scrub(f"{result.database}: {text}; {advice}", secrets)
         result.error_code = ExitCode.FAILED

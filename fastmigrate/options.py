@@ -21,6 +21,8 @@ class FlavorOptions:
     dry_run: bool = False  # read and report, write nothing
     writers: int = 1  # concurrent writer transactions per database
     queue_depth: int = 2  # batches waiting between two stages
+    statement_timeout: float = 10.0  # seconds any one statement may run (MySQL/MariaDB); 0: no limit
+    max_transaction_bytes: int = 4 << 20  # a batch is cut when its blobs reach this size (Galera writesets)
 
     def __post_init__(self) -> None:
         for name, low, high in (("batch_size", 1, 100_000), ("writers", 1, 64), ("queue_depth", 1, 64)):
@@ -28,6 +30,12 @@ class FlavorOptions:
             if not isinstance(value, int) or not low <= value <= high:
                 raise UsageError(f"--{name.replace('_', '-')} must be a whole number from {low} to {high}, "
                                  f"not {value!r}")
+        if not isinstance(self.statement_timeout, int | float) or not 0 <= self.statement_timeout <= 86_400:
+            raise UsageError(f"--statement-timeout must be a number of seconds from 0 (no limit) to 86400, "
+                             f"not {self.statement_timeout!r}")
+        if not isinstance(self.max_transaction_bytes, int) or self.max_transaction_bytes < 65_536:
+            raise UsageError(f"--max-transaction-bytes must be a whole number of at least 65536 (one blob), "
+                             f"not {self.max_transaction_bytes!r}")
         if self.max_count is not None and (not isinstance(self.max_count, int) or self.max_count < 1):
             raise UsageError(f"--max-count must be a whole number of at least 1, not {self.max_count!r}")
 

@@ -79,6 +79,7 @@ async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queu
     # Batches are filled across pages: where most instances are migrated already (a resumed run), a page
     # holds few candidates, and a transaction per page would be mostly overhead.
     batch: list[Migration] = []
+    size = 0  # bytes of blobs in batch
     while (page := await inbox.get()) is not None:
         if stop.is_set():
             continue  # drain: what was read but not written stays for the next run
@@ -90,13 +91,16 @@ async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queu
             outcome = transform(candidate)
             if isinstance(outcome, Broken):
                 result.broken.append(outcome)
-            else:
-                batch.append(outcome)
-        if len(batch) >= cfg.batch_size:
-            await _emit(batch[:cfg.batch_size], out, cfg, result, tick)
-            del batch[:cfg.batch_size]
-        else:
-            tick()
+                continue
+            if batch and size + len(outcome.blob) > cfg.max_transaction_bytes:
+                await _emit(batch, out, cfg, result, tick)  # a transaction's writeset stays under the cap
+                batch, size = [], 0
+            batch.append(outcome)
+            size += len(outcome.blob)
+            if len(batch) >= cfg.batch_size:
+                await _emit(batch, out, cfg, result, tick)
+                batch, size = [], 0
+        tick()
     if batch and not stop.is_set():
         await _emit(batch, out, cfg, result, tick)
     for _ in range(cfg.writers):

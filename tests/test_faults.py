@@ -66,18 +66,18 @@ async def test_other_errors_and_exhausted_retries_are_raised() -> None:
 async def test_lock_wait_timeouts_are_waited_out(mariadb_db: Database) -> None:
     fleet = await create_fleet(mariadb_db.engine, FleetSpec(instances=300, seed=67, **CLEAN))
     blocker = connect_engine(normalize_url(mariadb_db.url))
-    await mariadb_db.execute("SET GLOBAL innodb_lock_wait_timeout = 1")  # sessions opened from now on
     try:
         async with blocker.connect() as conn:
             trans = await conn.begin()
             await conn.execute(text("SELECT id FROM instance_extra WHERE id <= 5 FOR UPDATE"))  # nova, busy
-            run = asyncio.create_task(migrate_flavors([mariadb_db.url], FlavorOptions(batch_size=50)))
+            # A 2 s statement budget: lock waits give up after 1 s (1205) and are retried.
+            options = FlavorOptions(batch_size=50, statement_timeout=2)
+            run = asyncio.create_task(migrate_flavors([mariadb_db.url], options))
             await asyncio.sleep(3.5)
             assert not run.done()
             await trans.rollback()
         result = await run
     finally:
-        await mariadb_db.execute("SET GLOBAL innodb_lock_wait_timeout = 50")
         await blocker.dispose()
     assert result.exit_code == 0
     assert result.databases[0].retries >= 2
@@ -106,3 +106,30 @@ async def test_killed_connections_are_replaced(mariadb_db: Database) -> None:
     assert result.exit_code == 0, result.databases[0].error
     assert result.databases[0].retries >= 1
     assert await check_fleet(mariadb_db.engine, fleet) == []
+
+
+@pytest.mark.pure
+def test_session_settings_give_lock_waits_half_the_budget() -> None:
+    from fastmigrate.db import session_settings
+
+    assert session_settings("10.11.19-MariaDB-0+deb12u1", 10) == [
+        "SET SESSION group_concat_max_len = 16777216", "SET SESSION innodb_lock_wait_timeout = 5",
+        "SET SESSION max_statement_time = 10"]
+    assert session_settings("8.0.36", 2.5)[1:] == [
+        "SET SESSION innodb_lock_wait_timeout = 1", "SET SESSION max_execution_time = 2500"]
+    assert session_settings("10.6.1-MariaDB", 0) == ["SET SESSION group_concat_max_len = 16777216"]
+
+
+@pytest.mark.mariadb
+async def test_sessions_carry_the_statement_budget(mariadb_db: Database) -> None:
+    engine = connect_engine(normalize_url(mariadb_db.url), statement_timeout=3)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT @@max_statement_time, @@innodb_lock_wait_timeout"))).one()
+            assert (float(row[0]), int(row[1])) == (3.0, 1)
+            with pytest.raises(Exception) as cut_off:
+                await conn.execute(text("SELECT SLEEP(5) FROM DUAL WHERE 1 = (SELECT 1)"))
+    finally:
+        await engine.dispose()
+    from fastmigrate.db import STATEMENT_TIMEOUT_ERRNOS, mysql_errno
+    assert mysql_errno(cut_off.value) in STATEMENT_TIMEOUT_ERRNOS

@@ -194,6 +194,16 @@ async def test_a_resumed_run_fills_whole_batches(db: Database) -> None:
     assert await check_fleet(db.engine, fleet) == []
 
 
+async def test_transactions_stay_under_the_byte_cap(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=600, seed=73, **CLEAN))
+    result = await run(db, batch_size=500, max_transaction_bytes=65_536)
+    r = result.databases[0]
+    total = await db.scalar("SELECT SUM(LENGTH(flavor)) FROM instance_extra")
+    assert r.migrated == len(fleet.expected)
+    assert r.transactions >= -(-total // 65_536) > 2  # cut by bytes, not by the 500-instance batch size
+    assert await check_fleet(db.engine, fleet) == []
+
+
 @pytest.mark.parametrize("writers", [1, 3])
 async def test_batches_and_writers_do_not_change_the_outcome(db: Database, writers: int) -> None:
     fleet = await create_fleet(db.engine, FleetSpec(instances=900, seed=23, **CLEAN))
