@@ -76,6 +76,7 @@ async def test_changes_after_the_read_are_written_from_fresh_data_or_left_alone(
         assert uuid not in left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [5, 6])
 async def test_a_live_writer_never_loses_an_update(db: Database, seed: int) -> None:
     """nova resizes instances and writes other keys while the migration runs; every update survives.

@@ -62,6 +62,7 @@ async def test_other_errors_and_exhausted_retries_are_raised() -> None:
     assert slept == [0.05, 0.1, 0.2]
 
 
+@pytest.mark.slow
 @pytest.mark.mariadb
 async def test_lock_wait_timeouts_are_waited_out(mariadb_db: Database) -> None:
     fleet = await create_fleet(mariadb_db.engine, FleetSpec(instances=300, seed=67, **CLEAN))
@@ -84,6 +85,7 @@ async def test_lock_wait_timeouts_are_waited_out(mariadb_db: Database) -> None:
     assert await check_fleet(mariadb_db.engine, fleet) == []
 
 
+@pytest.mark.slow
 @pytest.mark.mariadb
 async def test_killed_connections_are_replaced(mariadb_db: Database) -> None:
     fleet = await create_fleet(mariadb_db.engine, FleetSpec(instances=4000, seed=71, **CLEAN))

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from fastmigrate import ExitCode, FlavorOptions, migrate_flavors
@@ -57,6 +58,7 @@ async def test_a_stop_commits_what_is_in_flight_and_starts_nothing_more(db: Data
     assert await check_fleet(db.engine, fleet) == []
 
 
+@pytest.mark.slow
 async def test_sigterm_to_the_cli(sqlite_db: Database) -> None:
     fleet = await create_fleet(sqlite_db.engine, FleetSpec(instances=10_000, seed=53, **CLEAN))
     proc = subprocess.Popen([sys.executable, "-m", "fastmigrate", "flavors", "--db", sqlite_db.url,
