@@ -175,3 +175,15 @@ async def test_one_invalid_database_means_none_is_touched(db: Database, sqlite_d
     assert code == 127
     assert "not a nova cell database" in out and "not started: another --db is invalid" in out
     assert await db.checksum() == digest
+
+
+@pytest.mark.mariadb
+async def test_a_bad_password_exits_2_with_the_fix_and_masked(mariadb_db: Database,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(mariadb_db.url).set(username="fm_nobody", password="Wr0ngPass").render_as_string(False)
+    code, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", url)
+    assert code == 2
+    assert "cannot connect (1045: Access denied" in out and "check host, port, user and password" in out
+    assert "Wr0ngPass" not in out + err and "fm_nobody:***@" in out
