@@ -17,6 +17,7 @@ from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
 from .report import format_progress, format_table, to_json
 from .results import DatabaseResult, ExitCode, RunResult
+from .throttle import parse_max_load
 
 __all__ = ["main"]
 
@@ -45,6 +46,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _max_load(text: str) -> tuple[tuple[str, float], ...]:
+    try:
+        return tuple(parse_max_load(text).items())
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     flavors.add_argument("--max-transaction-bytes", type=_positive, default=_DEFAULTS.max_transaction_bytes,
                          metavar="N", help="cut a batch when its blobs reach N bytes: small writesets for "
                                            "Galera (default %(default)s)")
+    flavors.add_argument("--sleep", type=float, default=0.0, metavar="S", help="pause S seconds between batches")
+    flavors.add_argument("--max-rate", type=float, metavar="N", help="migrate at most N instances per second")
+    flavors.add_argument("--max-load", metavar="VAR=N[,...]", type=_max_load,
+                         help="pause while a server status variable is over its limit, e.g. Threads_running=25 "
+                              "(checked before every batch)")
     flavors.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
 
     demo = commands.add_parser("demo", help="generate a demo fleet in SQLite, migrate it and check the result")
@@ -160,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 include_deleted=args.include_deleted, soft_delete=args.soft_delete,
                                 dry_run=args.dry_run, writers=args.writers,
                                 statement_timeout=args.statement_timeout,
-                                max_transaction_bytes=args.max_transaction_bytes)
+                                max_transaction_bytes=args.max_transaction_bytes, sleep=args.sleep,
+                                max_rate=args.max_rate, max_load=args.max_load or ())
         progress = _Progress(sys.stderr) if not args.json else None
         try:
             result = _run(_flavors(args.db, options, progress, args.status))

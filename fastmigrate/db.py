@@ -28,6 +28,7 @@ __all__ = [
     "backoff",
     "check_schema",
     "check_writable",
+    "global_status",
     "connect_engine",
     "is_mysql",
     "mask",
@@ -217,6 +218,22 @@ async def check_schema(engine: AsyncEngine, label: str) -> None:
         raise SchemaError(f"{label}: not a nova cell database fastmigrate can migrate: {'; '.join(problems)}. "
                           "Point --db at a nova cell database (the [database]/connection of nova.conf), "
                           "at a schema from Kilo or later")
+
+
+async def global_status(engine: AsyncEngine, names: Iterable[str]) -> dict[str, float]:
+    """The server's numeric status variables of these names (``SHOW GLOBAL STATUS``)."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        rows: Any = await conn.exec_driver_sql("SHOW GLOBAL STATUS")  # rows of (name, value)
+        wanted = set(names)
+        status: dict[str, float] = {}
+        for row in rows:
+            if row[0] in wanted:
+                try:
+                    status[row[0]] = float(row[1])
+                except (TypeError, ValueError):
+                    pass
+        return status
 
 
 async def check_writable(engine: AsyncEngine, label: str, *, soft_delete: bool) -> None:

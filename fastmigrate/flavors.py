@@ -65,6 +65,9 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
 
 
 async def _check(engine: AsyncEngine, options: FlavorOptions, result: DatabaseResult) -> None:
+    if options.max_load and engine.dialect.name != "mysql":
+        raise UsageError(f"{result.database}: --max-load reads MySQL/MariaDB status variables; "
+                         "use --sleep or --max-rate on SQLite")
     await check_schema(engine, result.database)
     if not options.dry_run:
         await check_writable(engine, result.database, soft_delete=options.soft_delete)

@@ -23,6 +23,9 @@ class FlavorOptions:
     queue_depth: int = 2  # batches waiting between two stages
     statement_timeout: float = 10.0  # seconds any one statement may run (MySQL/MariaDB); 0: no limit
     max_transaction_bytes: int = 4 << 20  # a batch is cut when its blobs reach this size (Galera writesets)
+    sleep: float = 0.0  # seconds to pause between batches
+    max_rate: float | None = None  # instances per second at most
+    max_load: tuple[tuple[str, float], ...] = ()  # pause while a server status variable is over its limit
 
     def __post_init__(self) -> None:
         for name, low, high in (("batch_size", 1, 100_000), ("writers", 1, 64), ("queue_depth", 1, 64)):
@@ -36,6 +39,10 @@ class FlavorOptions:
         if not isinstance(self.max_transaction_bytes, int) or self.max_transaction_bytes < 65_536:
             raise UsageError(f"--max-transaction-bytes must be a whole number of at least 65536 (one blob), "
                              f"not {self.max_transaction_bytes!r}")
+        for name in ("sleep", "max_rate"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or value < 0):
+                raise UsageError(f"--{name.replace('_', '-')} must be a number of at least 0, not {value!r}")
         if self.max_count is not None and (not isinstance(self.max_count, int) or self.max_count < 1):
             raise UsageError(f"--max-count must be a whole number of at least 1, not {self.max_count!r}")
 

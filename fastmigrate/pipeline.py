@@ -16,9 +16,10 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import reader
-from .db import retrying
+from .db import global_status, retrying
 from .options import FlavorOptions
 from .results import DatabaseResult
+from .throttle import overloaded, rate_pause
 from .transform import Broken, Migration, transform
 from .writer import write_batch
 
@@ -45,7 +46,7 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
             tasks.create_task(_read(engine, cfg, pages, result, stop))
             tasks.create_task(_transform(pages, batches, cfg, result, tick, stop))
             for _ in range(cfg.writers):
-                tasks.create_task(_write(engine, cfg, batches, result, tick, stop))
+                tasks.create_task(_write(engine, cfg, batches, result, tick, stop, started))
     except BaseExceptionGroup as failed:
         # One stage failed and the TaskGroup cancelled the others (rolling back what they had in flight):
         # report the failure itself, not the group.
@@ -118,11 +119,44 @@ async def _emit(batch: list[Migration], out: asyncio.Queue[list[Migration] | Non
 
 
 async def _write(engine: AsyncEngine, cfg: FlavorOptions, inbox: asyncio.Queue[list[Migration] | None],
-                 result: DatabaseResult, tick: Callable[[], None], stop: asyncio.Event) -> None:
+                 result: DatabaseResult, tick: Callable[[], None], stop: asyncio.Event, started: float) -> None:
     write_opts = cfg.write
+    first = True
     while (batch := await inbox.get()) is not None:
+        if not stop.is_set():
+            await _throttle(engine, cfg, result, stop, started, first)
+            first = False
         if stop.is_set():
             continue
         outcome = await write_batch(engine, batch, write_opts)
         result.absorb(outcome)
         tick()
+
+
+async def _throttle(engine: AsyncEngine, cfg: FlavorOptions, result: DatabaseResult, stop: asyncio.Event,
+                    started: float, first: bool) -> None:
+    """Wait as --sleep, --max-rate and --max-load ask, before a batch; a stop ends any wait at once."""
+    wait = rate_pause(result.migrated, time.monotonic() - started, cfg.max_rate)
+    if not first:
+        wait = max(wait, cfg.sleep)
+    if wait > 0:
+        result.throttled_seconds += await _pause(wait, stop)
+    limits = dict(cfg.max_load)
+    while limits and not stop.is_set():
+        over = overloaded(await global_status(engine, limits), limits)
+        if not over:
+            return
+        result.throttled_by = ", ".join(over)
+        result.throttled_seconds += await _pause(_LOAD_RECHECK_SECONDS, stop)
+
+
+_LOAD_RECHECK_SECONDS = 1.0
+
+
+async def _pause(seconds: float, stop: asyncio.Event) -> float:
+    begun = time.monotonic()
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+    return time.monotonic() - begun

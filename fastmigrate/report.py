@@ -90,6 +90,8 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "refreshed": db.refreshed,
         "retries": db.retries,
         "transactions": db.transactions,
+        "throttled_seconds": round(db.throttled_seconds, 3),
+        "throttled_by": db.throttled_by,
         "scanned": db.scanned,
         "sysmeta_rows_removed": db.rows_removed,
         "stopped_early": db.stopped_early,

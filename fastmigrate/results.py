@@ -33,6 +33,8 @@ class DatabaseResult:
     skipped: int = 0  # migrated or deleted by someone else while this run was at it
     refreshed: int = 0  # changed between read and write; re-read and written from fresh data
     retries: int = 0
+    throttled_seconds: float = 0.0  # paused by --sleep, --max-rate or --max-load
+    throttled_by: str | None = None  # the last --max-load limit the server was over
     transactions: int = 0  # committed batches
     rows_removed: int = 0
     left_behind: list[tuple[str, str]] = field(default_factory=list)

@@ -52,6 +52,9 @@ async def test_exit_codes(db: Database, capsys: pytest.CaptureFixture[str], spec
     ("flavors", "--db", "not a url"),
     ("flavors", "--db", "oracle://scott:tiger@db/orcl"),
     ("flavors", "--db", "sqlite://"),
+    ("flavors", "--db", "sqlite:///x.db", "--max-load", "Threads_running"),
+    ("flavors", "--db", "sqlite:///x.db", "--sleep", "-1"),
+    ("flavors", "--db", "sqlite:///x.db", "--statement-timeout", "soon"),
     ("nonsense",),
 ])
 def test_invalid_usage_exits_127(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
