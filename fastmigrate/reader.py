@@ -2,8 +2,8 @@
 
 Pages walk ``instances`` by primary key (keyset, never OFFSET; a plain ``id > :last``, so no row-constructor
 comparison for MariaDB to mis-plan). Each page is a handful of short autocommit statements: no snapshot
-or transaction stays open between pages. The same builders serve the writer, which re-reads the rows of
-its batch under lock.
+or transaction stays open between pages. The same queries serve the writer, which re-reads the rows of
+its batch under lock (``fingerprints``, ``extras``, ``load(lock=True)``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,19 @@ from .schema import instance_extra, instances, sysmeta
 from .transform import Broken, Candidate, SysmetaRow, fingerprint, is_busy
 
 __all__ = [
+    "DONE",
     "ExtraRow",
     "Page",
     "ReadOptions",
+    "blocker_query",
     "choose_extra",
+    "count_blockers",
     "count_pending",
+    "extras",
     "fingerprints",
     "load",
+    "pending_query",
+    "read_next",
     "read_page",
 ]
 
