@@ -6,6 +6,7 @@ from .errors import ConnectionFailed, FastmigrateError, SchemaError, UsageError
 from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
 from .results import DatabaseResult, ExitCode, RunResult
+from .verify import VerifyResult, VerifyRun, verify_flavors
 
 __all__ = [
     "ConnectionFailed",
@@ -14,9 +15,12 @@ __all__ = [
     "FastmigrateError",
     "FlavorOptions",
     "RunResult",
+    "VerifyResult",
+    "VerifyRun",
     "SchemaError",
     "UsageError",
     "flavor_status",
     "migrate_flavors",
+    "verify_flavors",
 ]
 __version__ = "0.1.0"

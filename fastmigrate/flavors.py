@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Protocol
 from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,7 +17,7 @@ from .options import FlavorOptions
 from .pipeline import run_pipeline
 from .results import DatabaseResult, ExitCode, RunResult
 
-__all__ = ["flavor_status", "migrate_flavors"]
+__all__ = ["flavor_status", "guarded", "migrate_flavors"]
 
 ProgressCallback = Callable[[DatabaseResult], None]
 _FAILURES: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
@@ -51,13 +52,13 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
     try:
         # Every database is checked before any is written to: one that is no nova database stops them all
         # (the command line is wrong); one that cannot be reached is reported and the others go on.
-        await asyncio.gather(*(_guarded(_check(e, options, r), r, secrets) for e, r in zip(engines, results)))
+        await asyncio.gather(*(guarded(_check(e, options, r), r, secrets) for e, r in zip(engines, results)))
         if any(r.error_code == ExitCode.USAGE for r in results):
             for r in results:
                 if r.error is None:
                     r.error, r.error_code = "not started: another --db is invalid (see its error)", ExitCode.FAILED
         else:
-            await asyncio.gather(*(_guarded(_migrate(e, options, r, on_progress, stop, _status), r, secrets)
+            await asyncio.gather(*(guarded(_migrate(e, options, r, on_progress, stop, _status), r, secrets)
                                    for e, r in zip(engines, results) if r.error is None))
     finally:
         await asyncio.gather(*(e.dispose() for e in engines))
@@ -90,7 +91,13 @@ async def _migrate(engine: AsyncEngine, options: FlavorOptions, result: Database
             result.blocker_rows = await reader.count_blockers(conn)
 
 
-async def _guarded(work: Awaitable[None], result: DatabaseResult, secrets: list[str | None]) -> None:
+class _Outcome(Protocol):
+    database: str
+    error: str | None
+    error_code: int
+
+
+async def guarded(work: Awaitable[None], result: _Outcome, secrets: list[str | None]) -> None:
     """Record a database's failure in its result, so the other databases go on."""
     try:
         await work

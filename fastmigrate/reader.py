@@ -31,6 +31,7 @@ __all__ = [
     "count_pending",
     "extras",
     "fingerprints",
+    "flavor_rows",
     "load",
     "pending_query",
     "read_next",
@@ -157,14 +158,15 @@ async def _sort(conn: AsyncConnection, rows: Sequence[Any], opts: ReadOptions, *
             assert not isinstance(target, str)
             wanted[inst.uuid] = (bool(inst.deleted), target)
     if wanted:
-        by_uuid = await _flavor_rows(conn, list(wanted), opts.include_deleted, lock=lock)
+        by_uuid = await flavor_rows(conn, list(wanted), opts.include_deleted, lock=lock)
         for uuid, (deleted, extra_id) in wanted.items():
             page.candidates.append(Candidate(uuid, deleted, extra_id, tuple(by_uuid.get(uuid, ()))))
     return page
 
 
-async def _flavor_rows(conn: AsyncConnection, uuids: Sequence[str], include_deleted: bool, *,
-                       lock: bool) -> dict[str, list[SysmetaRow]]:
+async def flavor_rows(conn: AsyncConnection, uuids: Sequence[str], include_deleted: bool, *,
+                      lock: bool = False) -> dict[str, list[SysmetaRow]]:
+    """uuid -> its flavor rows (soft-deleted ones too with ``include_deleted``)."""
     sql, params = statements.flavor_rows(conn.dialect.paramstyle, uuids, include_deleted,
                                          lock=lock and conn.dialect.name == "mysql")
     by_uuid: dict[str, list[SysmetaRow]] = defaultdict(list)
@@ -189,7 +191,7 @@ async def fingerprints(conn: AsyncConnection, uuids: Sequence[str], include_dele
         rows: Any = await conn.exec_driver_sql(sql, params)  # rows of (uuid, fingerprint)
         return {row[0]: row[1] for row in rows}
     # SQLite: the writer's BEGIN IMMEDIATE already excludes every other writer; hash the rows here.
-    by_uuid = await _flavor_rows(conn, uuids, include_deleted, lock=False)
+    by_uuid = await flavor_rows(conn, uuids, include_deleted, lock=False)
     return {uuid: fingerprint(rows) for uuid, rows in by_uuid.items()}
 
 

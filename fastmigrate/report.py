@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .results import DatabaseResult, RunResult
 
-__all__ = ["SCHEMA_VERSION", "format_progress", "format_table", "to_json"]
+if TYPE_CHECKING:
+    from .verify import VerifyRun
+
+__all__ = ["SCHEMA_VERSION", "format_progress", "format_table", "format_verify", "to_json", "verify_json"]
 
 SCHEMA_VERSION = 1
 def _count(value: int | None) -> str:
@@ -123,3 +126,31 @@ def format_progress(db: DatabaseResult) -> str:
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_verify(run: VerifyRun, *, max_listed: int = 50) -> str:
+    """The verify report: one line per database, then the mismatches found."""
+    width = max(len("database"), *(len(db.database) for db in run.databases))
+    out = [f"{'database'.ljust(width)}  {'instances':>9}  {'mismatches':>10}  {'seconds':>7}",
+           f"{'-' * width}  {'-' * 9}  {'-' * 10}  {'-' * 7}"]
+    out += [f"{db.database.ljust(width)}  {db.checked:>9,}  {len(db.mismatches):>10,}  {db.seconds:>7.1f}"
+            for db in run.databases]
+    for db in run.databases:
+        if db.error:
+            out.append(f"\nerror: {db.error}")
+        if db.mismatches:
+            out.append(f"\n{db.database}: {len(db.mismatches)} mismatch(es):")
+            out.extend(f"  {uuid}: {problem}" for uuid, problem in db.mismatches[:max_listed])
+            if len(db.mismatches) > max_listed:
+                out.append(f"  ... and {len(db.mismatches) - max_listed} more (--json lists them all)")
+    out.append(f"\nexit code {run.exit_code}")
+    return "\n".join(out) + "\n"
+
+
+def verify_json(run: VerifyRun) -> str:
+    doc = {"schema_version": SCHEMA_VERSION, "command": "verify", "exit_code": run.exit_code, "databases": [
+        {"database": db.database, "instances": db.checked, "mismatches": len(db.mismatches),
+         "seconds": round(db.seconds, 3), "exit_code": db.exit_code, "error": db.error,
+         "mismatched_instances": [{"uuid": uuid, "problem": problem} for uuid, problem in db.mismatches]}
+        for db in run.databases]}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"

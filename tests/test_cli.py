@@ -190,3 +190,16 @@ async def test_a_bad_password_exits_2_with_the_fix_and_masked(mariadb_db: Databa
     assert code == 2
     assert "cannot connect (1045: Access denied" in out and "check host, port, user and password" in out
     assert "Wr0ngPass" not in out + err and "fm_nobody:***@" in out
+
+
+async def test_verify_command(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    await fleet(db, busy=0.05, deleted=0.0)
+    code, _, _ = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url)
+    assert code == 1
+    code, out, _ = await asyncio.to_thread(cli, capsys, "verify", "--db", db.url, "--json")
+    doc = json.loads(out)
+    assert code == 3 and doc["exit_code"] == 3 and doc["command"] == "verify"
+    assert {m["problem"] for m in doc["databases"][0]["mismatched_instances"]} == {"no flavor blob"}
+    await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--force")
+    code, out, _ = await asyncio.to_thread(cli, capsys, "verify", "--db", db.url)
+    assert code == 0 and "exit code 0" in out

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastmigrate.blobcheck import blob_problems
 from fastmigrate.fleet import FLAVORS, flavor_rows
 from fastmigrate.transform import (BLOB_MAX_BYTES, Broken, Candidate, Migration, SysmetaRow, dumps_ascii,
                                    fingerprint, is_busy, parse_key, transform)
@@ -199,6 +200,7 @@ def test_blob_round_trips_every_flavor(cur: dict[str, Any], cur_specs: dict[str,
     assert isinstance(result, Migration), result
     blob = json.loads(result.blob)
     assert result.blob.isascii() and len(result.blob) <= BLOB_MAX_BYTES
+    assert blob_problems(result.blob) == []  # and verify's independent reading agrees
     assert blob["cur"]["nova_object.data"] == dict(cur, extra_specs=cur_specs)
     assert (blob["old"] and blob["old"]["nova_object.data"]) == (old and dict(old, extra_specs={}))
     assert (blob["new"] and blob["new"]["nova_object.data"]) == (new and dict(new, extra_specs={}))
