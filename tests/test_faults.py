@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from fastmigrate import FlavorOptions, migrate_flavors
+from fastmigrate import ExitCode, FlavorOptions, migrate_flavors
 from fastmigrate.db import connect_engine, normalize_url, retrying
 from fastmigrate.fleet import FleetSpec, check_fleet, create_fleet
 
@@ -135,3 +135,44 @@ async def test_sessions_carry_the_statement_budget(mariadb_db: Database) -> None
         await engine.dispose()
     from fastmigrate.db import STATEMENT_TIMEOUT_ERRNOS, mysql_errno
     assert mysql_errno(cut_off.value) in STATEMENT_TIMEOUT_ERRNOS
+
+
+@pytest.mark.slow
+@pytest.mark.mariadb
+async def test_a_deadlock_with_nova_is_retried(mariadb_db: Database) -> None:
+    """nova holds an instance_extra row and then wants that instance's sysmeta rows, which the batch has
+    locked while it waits for the same instance_extra row: a deadlock. The competitor has written far more
+    (heavier in InnoDB's eyes), so the batch is the victim, and it is retried."""
+    fleet = await create_fleet(mariadb_db.engine, FleetSpec(instances=20, seed=113, without_extra=0.0, **CLEAN))
+    target = sorted(fleet.expected)[0]
+    nova = connect_engine(normalize_url(mariadb_db.url))
+    deadlocks = "SELECT VARIABLE_VALUE FROM information_schema.global_status WHERE VARIABLE_NAME = 'INNODB_DEADLOCKS'"
+    before = int(await mariadb_db.scalar(deadlocks))
+    await mariadb_db.execute("CREATE TABLE junk (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB")
+    try:
+        async with nova.connect() as conn:
+            trans = await conn.begin()
+            await conn.execute(text("INSERT INTO junk (v) SELECT seq FROM seq_1_to_20000"))
+            await conn.execute(text("SELECT id FROM instance_extra WHERE instance_uuid = :u FOR UPDATE"),
+                               {"u": target})
+            run = asyncio.create_task(migrate_flavors([mariadb_db.url], FlavorOptions(batch_size=50)))
+            for _ in range(200):  # until the batch holds its sysmeta locks and waits for the extra row
+                waiting = await mariadb_db.scalar(
+                    "SELECT COUNT(*) FROM information_schema.processlist "
+                    "WHERE info LIKE '%FROM instance!_extra%FOR UPDATE' ESCAPE '!'")
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting
+            await asyncio.sleep(0.2)
+            await conn.execute(text("SELECT id FROM instance_system_metadata WHERE instance_uuid = :u FOR UPDATE"),
+                               {"u": target})
+            await trans.commit()
+        result = await run
+    finally:
+        await nova.dispose()
+    r = result.databases[0]
+    assert result.exit_code == ExitCode.DONE, r.error
+    assert int(await mariadb_db.scalar(deadlocks)) > before  # a real deadlock, detected by InnoDB
+    assert r.retries >= 1 and r.migrated == len(fleet.expected)
+    assert await check_fleet(mariadb_db.engine, fleet) == []
