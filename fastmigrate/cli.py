@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     flavors.add_argument("--max-transaction-bytes", type=_positive, default=_DEFAULTS.max_transaction_bytes,
                          metavar="N", help="cut a batch when its blobs reach N bytes: small writesets for "
                                            "Galera (default %(default)s)")
-    flavors.add_argument("--sleep", type=float, default=0.0, metavar="S", help="pause S seconds between batches")
+    flavors.add_argument("--sleep", type=float, default=_DEFAULTS.sleep, metavar="S",
+                         help="pause S seconds between batches")
     flavors.add_argument("--max-rate", type=float, metavar="N", help="migrate at most N instances per second")
     flavors.add_argument("--max-load", metavar="VAR=N[,...]", type=_max_load,
                          help="pause while a server status variable is over its limit, e.g. Threads_running=25 "

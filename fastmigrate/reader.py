@@ -82,6 +82,9 @@ def choose_extra(instance_deleted: bool, extras: Sequence[ExtraRow]) -> int | No
 
 _INSTANCE_COLUMNS = (instances.c.id, instances.c.uuid, instances.c.deleted, instances.c.task_state,
                      instances.c.vm_state)
+# Only whether a blob is there: the blob text itself never comes back to the reader.
+_EXTRA_COLUMNS = (instance_extra.c.id.label("extra_id"), instance_extra.c.deleted.label("extra_deleted"),
+                  instance_extra.c.flavor.is_not(None).label("has_flavor"))
 
 
 def _page_query(include_deleted: bool, last_id: int, limit: int) -> Select[Any]:
@@ -92,8 +95,7 @@ def _page_query(include_deleted: bool, last_id: int, limit: int) -> Select[Any]:
     # extra rows of one instance.
     inner = page.order_by(instances.c.id).limit(limit).subquery("i")
     return (
-        select(inner, instance_extra.c.id.label("extra_id"), instance_extra.c.deleted.label("extra_deleted"),
-               instance_extra.c.flavor.is_not(None).label("has_flavor"))
+        select(inner, *_EXTRA_COLUMNS)
         .select_from(inner.outerjoin(instance_extra, instance_extra.c.instance_uuid == inner.c.uuid))
         .order_by(inner.c.id)
     )
@@ -101,9 +103,7 @@ def _page_query(include_deleted: bool, last_id: int, limit: int) -> Select[Any]:
 
 def _uuid_query(uuids: Sequence[str], lock: bool) -> Select[Any]:
     query = (
-        select(*_INSTANCE_COLUMNS, instance_extra.c.id.label("extra_id"),
-               instance_extra.c.deleted.label("extra_deleted"),
-               instance_extra.c.flavor.is_not(None).label("has_flavor"))
+        select(*_INSTANCE_COLUMNS, *_EXTRA_COLUMNS)
         .select_from(instances.outerjoin(instance_extra, instance_extra.c.instance_uuid == instances.c.uuid))
         .where(instances.c.uuid.in_(uuids))
     )

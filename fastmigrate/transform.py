@@ -18,6 +18,7 @@ import orjson
 __all__ = [
     "BLOB_MAX_BYTES",
     "BUSY_VM_STATES",
+    "KEY_PREFIXES",
     "Broken",
     "Candidate",
     "Migration",
@@ -25,6 +26,7 @@ __all__ = [
     "SLOTS",
     "SysmetaRow",
     "build_blob",
+    "dumps_ascii",
     "fingerprint",
     "is_busy",
     "parse_key",
@@ -172,7 +174,7 @@ def fingerprint(rows: Iterable[SysmetaRow]) -> str:
     """MD5 over the rows in id order; the writer's locking re-read computes the same in SQL.
 
     Any insert, update or delete of a flavor row of the instance changes it. Keep in step with
-    ``reader.fingerprint_sql``.
+    ``reader._MYSQL_FINGERPRINT``.
     """
     canonical = _SEP_ROW.join(
         f"{r.id}{_SEP_FIELD}{r.key}{_SEP_FIELD}{_NULL if r.value is None else r.value}{_SEP_FIELD}{r.deleted}"
@@ -181,21 +183,24 @@ def fingerprint(rows: Iterable[SysmetaRow]) -> str:
     return hashlib.md5(canonical.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
-def _select_rows(rows: Sequence[SysmetaRow], instance_deleted: bool) -> tuple[list[SysmetaRow], str | None]:
-    """The rows that describe the flavor now: one per key, or a reason why that is ambiguous.
+Parsed = tuple[SysmetaRow, tuple[str, str, bool]]  # a flavor row and what parse_key made of its key
+
+
+def _select_rows(rows: Sequence[SysmetaRow], instance_deleted: bool) -> tuple[list[Parsed], str | None]:
+    """The rows that describe the flavor now, each parsed once: one per key, or why that is ambiguous.
 
     A live instance's soft-deleted rows are history. A soft-deleted instance (--include-deleted) had its
     rows soft-deleted with it: its live rows win when it has any, else the newest soft-deleted row per key.
     """
-    rows = [r for r in rows if parse_key(r.key) is not None]  # other keys are not ours to judge
-    live = [r for r in rows if r.deleted == 0]
+    parsed = [(r, p) for r in rows if (p := parse_key(r.key)) is not None]  # other keys are not ours to judge
+    live = [(r, p) for r, p in parsed if r.deleted == 0]
     if instance_deleted and not live:
-        newest: dict[str, SysmetaRow] = {}
-        for r in sorted(rows):
-            newest[r.key] = r
+        newest: dict[str, Parsed] = {}
+        for r, p in sorted(parsed, key=lambda rp: rp[0].id):
+            newest[r.key] = (r, p)
         return list(newest.values()), None
     seen: dict[str, int] = {}
-    for r in live:
+    for r, _ in live:
         if r.key in seen:
             return [], f"two live system_metadata rows for key {r.key!r} (ids {seen[r.key]} and {r.id})"
         seen[r.key] = r.id
@@ -243,8 +248,7 @@ def transform(candidate: Candidate) -> Migration | Broken:
     values: dict[str, dict[str, str | None]] = {slot: {} for slot in SLOTS}
     specs: dict[str, dict[str, str | None]] = {slot: {} for slot in SLOTS}
     row_ids: dict[str, list[SysmetaRow]] = {slot: [] for slot in SLOTS}
-    for r in rows:
-        slot, name, is_spec = parse_key(r.key)  # type: ignore[misc]  # _select_rows kept flavor keys only
+    for r, (slot, name, is_spec) in rows:
         (specs if is_spec else values)[slot][name] = r.value
         row_ids[slot].append(r)
 
