@@ -203,3 +203,13 @@ async def test_verify_command(db: Database, capsys: pytest.CaptureFixture[str]) 
     await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--force")
     code, out, _ = await asyncio.to_thread(cli, capsys, "verify", "--db", db.url)
     assert code == 0 and "exit code 0" in out
+
+
+def test_progress_line_shows_rate_and_eta() -> None:
+    from fastmigrate.report import format_progress
+
+    db = DatabaseResult(database="sqlite:///nova.db", pending_before=10_000, migrated=2_000, busy=["b"] * 100,
+                        seconds=4.0)
+    assert format_progress(db) == "sqlite:///nova.db: 2,100/10,000 instances  500/s  ETA 0:00:15"
+    db.seconds = 0.0  # no rate yet: no ETA
+    assert format_progress(db) == "sqlite:///nova.db: 2,100/10,000 instances  0/s"

@@ -254,3 +254,30 @@ async def test_status_is_zero_when_done(db: Database) -> None:
     await run(db)
     done = await flavor_status([db.url])
     assert (done.databases[0].pending_before, done.databases[0].blocker_rows, done.exit_code) == (0, 0, 0)
+
+
+def test_blob_updates_are_chunked_by_bytes() -> None:
+    from fastmigrate.transform import Migration
+    from fastmigrate.writer import _chunks_by_bytes
+
+    def m(size: int) -> Migration:
+        return Migration("u", False, 1, "x" * size, (), (), "")
+
+    sizes = [[len(x.blob) for x in chunk] for chunk in _chunks_by_bytes([m(400), m(400), m(400), m(900)], 1000)]
+    assert sizes == [[400, 400], [400], [900]]  # never over the limit, never an empty chunk
+
+
+async def test_small_statement_limits_split_every_write(db: Database) -> None:
+    """Several UPDATE and DELETE statements per transaction, each checked by row count."""
+    from fastmigrate import reader
+    from fastmigrate.transform import Migration, transform
+    from fastmigrate.writer import WriteOptions, write_batch
+
+    fleet = await create_fleet(db.engine, FleetSpec(instances=120, seed=127, without_extra=0.1, **CLEAN))
+    async with db.engine.connect() as conn:
+        page = await reader.read_page(conn, 0, 200, reader.ReadOptions())
+    batch = [x for x in map(transform, page.candidates) if isinstance(x, Migration)]
+    outcome = await write_batch(db.engine, batch, WriteOptions(statement_bytes=5_000, ids_per_statement=7))
+    assert outcome.migrated == len(fleet.expected) and outcome.refreshed == 0
+    assert outcome.rows_removed == sum(len(x.row_ids) for x in batch)
+    assert await check_fleet(db.engine, fleet) == []

@@ -91,3 +91,13 @@ async def test_verify_compares_the_blob_with_kept_rows(db: Database) -> None:
                      "'instance_type_vcpus'", u=uuid)
     (mismatch,) = (await verify_flavors([db.url])).databases[0].mismatches
     assert mismatch == (uuid, "1 flavor row(s) still live in system_metadata beside the blob")
+
+
+async def test_verify_include_deleted(db: Database) -> None:
+    fleet = await create_fleet(db.engine, FleetSpec(instances=400, seed=131, deleted=0.05, busy=0.0))
+    assert fleet.deleted
+    await migrate_flavors([db.url], FlavorOptions(include_deleted=True))
+    run = await verify_flavors([db.url], include_deleted=True)
+    # soft-deleted instances checked too, their blobs compared with the rows nova soft-deleted with them
+    assert run.databases[0].mismatches == [] and run.databases[0].checked == len(fleet.expected)
+    assert (await verify_flavors([db.url])).databases[0].checked == len(fleet.expected) - len(fleet.deleted)
