@@ -59,12 +59,15 @@ async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[read
     last_id = 0
     taken = 0
     read_opts = cfg.read
+    window = limit = cfg.batch_size
     while not stop.is_set():
-        page, retries = await retrying(partial(reader.read_next, engine, last_id, cfg.batch_size, read_opts))
+        page, retries = await retrying(partial(reader.read_next, engine, last_id, limit, read_opts, window))
         result.retries += retries
         if page.scanned == 0:
             break
         last_id = page.last_id
+        found = len(page.candidates) + len(page.busy) + len(page.broken)
+        window = reader.next_window(window, page.scanned, found, limit, max(limit, _MAX_WINDOW))
         if cfg.max_count is not None:
             del page.candidates[cfg.max_count - taken:]
             taken += len(page.candidates)
@@ -73,6 +76,10 @@ async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[read
             result.stopped_early = True
             break
     await out.put(None)
+
+
+# Instances one page may look at while it skips migrated ones: a few tens of milliseconds of index probes.
+_MAX_WINDOW = 50_000
 
 
 async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queue[list[Migration] | None],
@@ -85,6 +92,7 @@ async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queu
         if stop.is_set():
             continue  # drain: what was read but not written stays for the next run
         result.scanned += page.scanned
+        result.pages += 1
         result.found += len(page.candidates) + len(page.busy) + len(page.broken)
         result.busy.extend(page.busy)
         result.broken.extend(page.broken)

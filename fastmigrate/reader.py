@@ -33,6 +33,7 @@ __all__ = [
     "fingerprints",
     "flavor_rows",
     "load",
+    "next_window",
     "pending_query",
     "read_next",
     "read_page",
@@ -87,10 +88,32 @@ _EXTRA_COLUMNS = (instance_extra.c.id.label("extra_id"), instance_extra.c.delete
                   instance_extra.c.flavor.is_not(None).label("has_flavor"))
 
 
-def _page_query(include_deleted: bool, last_id: int, limit: int) -> Select[Any]:
-    page = select(*_INSTANCE_COLUMNS).where(instances.c.id > last_id)
-    if not include_deleted:
-        page = page.where(instances.c.deleted == 0)
+def _has_blob() -> Any:
+    """An instance already migrated: a blob in an instance_extra row nova sees (``choose_extra``'s DONE)."""
+    e = instance_extra
+    return (select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
+                                 or_(e.c.deleted == 0, instances.c.deleted != 0)).exists())
+
+
+def _in_scope(query: Select[Any], include_deleted: bool) -> Select[Any]:
+    return query if include_deleted else query.where(instances.c.deleted == 0)
+
+
+def _window_query(include_deleted: bool, last_id: int, window: int) -> Select[Any, Any]:
+    """How many instances the next ``window`` are and where they end: ids only, off the primary key."""
+    ids = _in_scope(select(instances.c.id).where(instances.c.id > last_id), include_deleted)
+    inner = ids.order_by(instances.c.id).limit(window).subquery("w")
+    return select(func.count(), func.max(inner.c.id))
+
+
+def _page_query(include_deleted: bool, last_id: int, end: int, limit: int) -> Select[Any]:
+    """The instances in ``(last_id, end]`` without a blob, the first ``limit`` of them, with their extra rows.
+
+    Migrated instances are skipped inside the server: a rerun after a crash (or a run that finds most of
+    the fleet done) costs an index probe per migrated instance, not a row shipped to Python and sorted there.
+    """
+    page = _in_scope(select(*_INSTANCE_COLUMNS).where(instances.c.id > last_id, instances.c.id <= end,
+                                                      ~_has_blob()), include_deleted)
     # The LIMIT applies to instances (a derived table), so a page never ends halfway through the
     # extra rows of one instance.
     inner = page.order_by(instances.c.id).limit(limit).subquery("i")
@@ -99,6 +122,19 @@ def _page_query(include_deleted: bool, last_id: int, limit: int) -> Select[Any]:
         .select_from(inner.outerjoin(instance_extra, instance_extra.c.instance_uuid == inner.c.uuid))
         .order_by(inner.c.id)
     )
+
+
+def next_window(window: int, scanned: int, found: int, limit: int, cap: int) -> int:
+    """How many instances the next page should look at, so that about ``limit`` of them still need work.
+
+    Where the last page found few (a resumed run, crossing what is migrated already), the window grows with
+    the density it saw, at most fourfold per page and never past ``cap`` (each page stays a short statement);
+    where it found many, it shrinks back to ``limit``.
+    """
+    if scanned < window:  # the end of the table: nothing to learn
+        return window
+    wanted = window * 4 if found == 0 else window * limit // found
+    return max(limit, min(cap, window * 4, wanted))
 
 
 def _uuid_query(uuids: Sequence[str], lock: bool) -> Select[Any]:
@@ -110,18 +146,32 @@ def _uuid_query(uuids: Sequence[str], lock: bool) -> Select[Any]:
     return query.with_for_update() if lock else query
 
 
-async def read_page(conn: AsyncConnection, last_id: int, limit: int, opts: ReadOptions) -> Page:
-    """The next ``limit`` instances after ``last_id``, sorted into candidates, busy, broken and done."""
-    result = await conn.execute(_page_query(opts.include_deleted, last_id, limit))
-    return await _sort(conn, result.all(), opts, lock=False)
+async def read_page(conn: AsyncConnection, last_id: int, limit: int, opts: ReadOptions,
+                    window: int | None = None) -> Page:
+    """Of the next ``window`` instances after ``last_id`` (default ``limit``), the first ``limit`` that have
+    no blob yet, sorted into candidates, busy and broken. ``last_id`` of the answer is the next cursor."""
+    window = max(window or limit, limit)
+    scanned, end = (await conn.execute(_window_query(opts.include_deleted, last_id, window))).one()
+    if not scanned:
+        return Page()
+    result = await conn.execute(_page_query(opts.include_deleted, last_id, end, limit))
+    page = await _sort(conn, result.all(), opts, lock=False)
+    if page.scanned == limit and page.last_id < end:
+        # The window held more work than a page takes: stop where the page stops.
+        end = page.last_id
+        between = select(func.count()).where(instances.c.id > last_id, instances.c.id <= end)
+        scanned = (await conn.execute(_in_scope(between, opts.include_deleted))).scalar_one()
+    page.scanned, page.last_id = scanned, end
+    return page
 
 
-async def read_next(engine: AsyncEngine, last_id: int, limit: int, opts: ReadOptions) -> Page:
+async def read_next(engine: AsyncEngine, last_id: int, limit: int, opts: ReadOptions,
+                    window: int | None = None) -> Page:
     """``read_page`` on a pooled connection in autocommit mode: each page from a fresh snapshot, nothing
     held open between pages, and a page whose connection was lost can simply be read again."""
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return await read_page(conn, last_id, limit, opts)
+        return await read_page(conn, last_id, limit, opts, window)
 
 
 async def load(conn: AsyncConnection, uuids: Sequence[str], opts: ReadOptions, *, lock: bool) -> Page:
@@ -209,13 +259,9 @@ async def extras(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, list[
 
 def pending_query(include_deleted: bool, low: int, high: int) -> Select[Any]:
     """Instances in ``(low, high]`` still without a blob (busy and broken ones included)."""
-    e = instance_extra
-    has_blob = (select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
-                                     or_(e.c.deleted == 0, instances.c.deleted != 0)).exists())
-    query = select(func.count()).select_from(instances).where(instances.c.id > low, instances.c.id <= high, ~has_blob)
-    if not include_deleted:
-        query = query.where(instances.c.deleted == 0)
-    return query
+    query = select(func.count()).select_from(instances).where(instances.c.id > low, instances.c.id <= high,
+                                                              ~_has_blob())
+    return _in_scope(query, include_deleted)
 
 
 def blocker_query(low: int, high: int) -> Select[Any]:

@@ -96,6 +96,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "throttled_seconds": round(db.throttled_seconds, 3),
         "throttled_by": db.throttled_by,
         "scanned": db.scanned,
+        "pages": db.pages,
         "sysmeta_rows_removed": db.rows_removed,
         "stopped_early": db.stopped_early,
         "interrupted": db.interrupted,

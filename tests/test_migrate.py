@@ -47,9 +47,29 @@ async def test_fleet_migrates_completely_and_a_rerun_changes_nothing(db: Databas
     assert await non_flavor_digest(db) == before_non_flavor  # not one non-flavor row touched
 
     digest = await db.checksum()
-    second = await run(db)
-    assert second.databases[0].migrated == 0
+    second = await run(db, batch_size=100)
+    again = second.databases[0]
+    assert again.migrated == 0
     assert await db.checksum() == digest
+    # The rerun resumes instead of rescanning: migrated instances are skipped inside the server, so it reads
+    # a handful of pages (growing windows) where the first run read one per 100 instances.
+    assert again.scanned == r.scanned and set(again.busy) == fleet.busy
+    assert r.pages >= 12 and again.pages <= 6
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("window", "scanned", "found", "expected"), [
+    (100, 100, 100, 100),  # all work: stay
+    (100, 100, 0, 400),  # nothing to do here: look further, fourfold at most
+    (400, 400, 2, 1600),
+    (1600, 1600, 800, 200),  # dense again: back towards the page size...
+    (6400, 6400, 6400, 100),  # ...never under it
+    (40_000, 40_000, 0, 50_000),  # never over the cap
+    (400, 37, 0, 400),  # the end of the table: unchanged
+])
+def test_next_window_follows_the_density_of_work(window: int, scanned: int, found: int, expected: int) -> None:
+    from fastmigrate.reader import next_window
+    assert next_window(window, scanned, found, limit=100, cap=50_000) == expected
 
 
 async def test_blob_is_written_to_the_existing_row_or_one_new_live_row(db: Database) -> None:

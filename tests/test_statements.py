@@ -22,8 +22,8 @@ def sql(stmt: object, dialect: object) -> str:
 @pytest.mark.parametrize("dialect", [mysql.dialect(), sqlite.dialect()], ids=["mysql", "sqlite"])
 @pytest.mark.parametrize("include_deleted", [False, True])
 def test_page_is_keyset_without_offset_or_row_constructors(dialect: object, include_deleted: bool) -> None:
-    text = sql(reader._page_query(include_deleted, 1234, 500), dialect)
-    assert "instances.id > 1234" in text
+    text = sql(reader._page_query(include_deleted, 1234, 9999, 500), dialect)
+    assert "instances.id > 1234" in text and "instances.id <= 9999" in text
     assert not re.search(r"OFFSET (?!0\b)", text.upper())  # SQLite's compiler spells out a harmless OFFSET 0
     assert not re.search(r"\(\s*[\w.]+\s*,\s*[\w.]+\s*\)\s*>", text)  # no (a, b) > (x, y)
     assert "LIMIT 500" in text
