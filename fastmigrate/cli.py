@@ -68,8 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     flavors.add_argument("--db", action="append", required=True, metavar="URL",
                          help="a nova cell database, as [database]/connection in nova.conf "
                               "(mysql+pymysql://USER:PASS@HOST/nova or sqlite:///PATH); repeat for several")
-    flavors.add_argument("--batch-size", type=_positive, default=_DEFAULTS.batch_size, metavar="N",
-                         help="instances per transaction (default %(default)s)")
+    flavors.add_argument("--batch-size", type=_positive, metavar="N",
+                         help="a fixed number of instances per transaction (default: adapt it between "
+                              "--min-batch-size and --max-batch-size so that transactions take --target-seconds)")
+    flavors.add_argument("--target-seconds", type=float, default=_DEFAULTS.target_seconds, metavar="S",
+                         help="adaptive batches: aim for transactions of about S seconds (default %(default)g)")
+    flavors.add_argument("--min-batch-size", type=_positive, default=_DEFAULTS.min_batch_size, metavar="N",
+                         help="adaptive batches: at least N instances per transaction (default %(default)s)")
+    flavors.add_argument("--max-batch-size", type=_positive, default=_DEFAULTS.max_batch_size, metavar="N",
+                         help="adaptive batches: at most N instances per transaction (default %(default)s)")
     flavors.add_argument("--max-count", type=_positive, metavar="N", help="stop after N instances")
     flavors.add_argument("--force", action="store_true",
                          help="also migrate busy instances (task_state set, vm_state rescued or resized)")
@@ -188,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             checked = _run(verify_flavors(args.db, include_deleted=args.include_deleted))
             sys.stdout.write(verify_json(checked) if args.json else format_verify(checked))
             return checked.exit_code
-        options = FlavorOptions(batch_size=args.batch_size, max_count=args.max_count, force=args.force,
+        options = FlavorOptions(batch_size=args.batch_size, target_seconds=args.target_seconds,
+                                min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
+                                max_count=args.max_count, force=args.force,
                                 include_deleted=args.include_deleted, soft_delete=args.soft_delete,
                                 dry_run=args.dry_run, writers=args.writers,
                                 statement_timeout=args.statement_timeout,

@@ -10,10 +10,15 @@ from .writer import WriteOptions
 
 __all__ = ["FlavorOptions"]
 
+_FIRST_ADAPTIVE_BATCH = 500  # about 0.1 s on a quiet MariaDB; the first transactions move it from there
+
 
 @dataclass(frozen=True, slots=True)
 class FlavorOptions:
-    batch_size: int = 500  # instances per transaction
+    batch_size: int | None = None  # instances per transaction; None: adapt it toward target_seconds
+    target_seconds: float = 0.5  # adaptive batches: aim for transactions of about this long
+    min_batch_size: int = 50  # adaptive batches: never fewer instances than this per transaction...
+    max_batch_size: int = 5_000  # ...nor more
     max_count: int | None = None  # stop after this many instances
     force: bool = False  # also migrate busy instances (task_state set, vm_state rescued/resized)
     include_deleted: bool = False  # also migrate soft-deleted instances
@@ -28,11 +33,20 @@ class FlavorOptions:
     max_load: tuple[tuple[str, float], ...] = ()  # pause while a server status variable is over its limit
 
     def __post_init__(self) -> None:
-        for name, low, high in (("batch_size", 1, 100_000), ("writers", 1, 64), ("queue_depth", 1, 64)):
+        for name, low, high in (("batch_size", 1, 100_000), ("min_batch_size", 1, 100_000),
+                                ("max_batch_size", 1, 100_000), ("writers", 1, 64), ("queue_depth", 1, 64)):
             value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
             if not isinstance(value, int) or not low <= value <= high:
                 raise UsageError(f"--{name.replace('_', '-')} must be a whole number from {low} to {high}, "
                                  f"not {value!r}")
+        if self.min_batch_size > self.max_batch_size:
+            raise UsageError(f"--min-batch-size ({self.min_batch_size}) must not be over --max-batch-size "
+                             f"({self.max_batch_size})")
+        if not isinstance(self.target_seconds, int | float) or not 0.01 <= self.target_seconds <= 60:
+            raise UsageError(f"--target-seconds must be a number of seconds from 0.01 to 60, "
+                             f"not {self.target_seconds!r}")
         if not isinstance(self.statement_timeout, int | float) or not 0 <= self.statement_timeout <= 86_400:
             raise UsageError(f"--statement-timeout must be a number of seconds from 0 (no limit) to 86400, "
                              f"not {self.statement_timeout!r}")
@@ -45,6 +59,16 @@ class FlavorOptions:
                 raise UsageError(f"--{name.replace('_', '-')} must be a number of at least 0, not {value!r}")
         if self.max_count is not None and (not isinstance(self.max_count, int) or self.max_count < 1):
             raise UsageError(f"--max-count must be a whole number of at least 1, not {self.max_count!r}")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.batch_size is None and self.min_batch_size < self.max_batch_size
+
+    @property
+    def first_batch_size(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return max(self.min_batch_size, min(self.max_batch_size, _FIRST_ADAPTIVE_BATCH))
 
     @property
     def read(self) -> ReadOptions:

@@ -4,14 +4,18 @@ Queue sizes: each queue holds ``queue_depth`` batches (default 2). One batch wai
 stage is enough for every stage to find work ready when it finishes the last one (the overlap that makes
 the database the bottleneck); more would only buy memory. At most about ``2 * queue_depth + 2 + writers``
 batches are alive at once, whatever the size of the fleet.
+
+Batch size: fixed with ``batch_size``; otherwise every committed transaction reports how long it took, and
+the next batches (and pages) are sized to take about ``target_seconds`` (``throttle.next_batch_size``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from functools import partial
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,11 +23,41 @@ from . import reader
 from .db import global_status, retrying
 from .options import FlavorOptions
 from .results import DatabaseResult
-from .throttle import overloaded, rate_pause
+from .throttle import next_batch_size, overloaded, rate_pause
 from .transform import Broken, Migration, transform
 from .writer import write_batch
 
 __all__ = ["run_pipeline"]
+
+Pages = asyncio.Queue[reader.Page | None]
+Batches = asyncio.Queue[list[Migration] | None]
+
+
+@dataclass
+class _Run:
+    """What the stages of one database's run share."""
+
+    engine: AsyncEngine
+    cfg: FlavorOptions
+    result: DatabaseResult
+    stop: asyncio.Event
+    on_batch: Callable[[DatabaseResult], None] | None
+    started: float = field(default_factory=time.monotonic)
+    batch_size: int = 0  # now: fixed, or adapted after every transaction
+
+    def __post_init__(self) -> None:
+        self.batch_size = self.result.batch_size = self.cfg.first_batch_size
+
+    def tick(self) -> None:
+        self.result.seconds = time.monotonic() - self.started
+        if self.on_batch is not None:
+            self.on_batch(self.result)
+
+    def committed(self, done: int, seconds: float) -> None:
+        cfg = self.cfg
+        if cfg.adaptive:
+            self.batch_size = self.result.batch_size = next_batch_size(
+                self.batch_size, done, seconds, cfg.target_seconds, cfg.min_batch_size, cfg.max_batch_size)
 
 
 async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: DatabaseResult,
@@ -31,37 +65,36 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
                        stop: asyncio.Event | None = None) -> None:
     """Migrate until done; when ``stop`` is set, commit the batches being written, drop the queued ones
     (they are left as they were, for the next run) and return."""
-    stop = stop or asyncio.Event()
-    pages: asyncio.Queue[reader.Page | None] = asyncio.Queue(cfg.queue_depth)
-    batches: asyncio.Queue[list[Migration] | None] = asyncio.Queue(cfg.queue_depth)
-    started = time.monotonic()
-
-    def tick() -> None:
-        result.seconds = time.monotonic() - started
-        if on_batch is not None:
-            on_batch(result)
-
+    run = _Run(engine, cfg, result, stop or asyncio.Event(), on_batch)
+    pages: Pages = asyncio.Queue(cfg.queue_depth)
+    batches: Batches = asyncio.Queue(cfg.queue_depth)
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_read(engine, cfg, pages, result, stop))
-            tasks.create_task(_transform(pages, batches, cfg, result, tick, stop))
+            tasks.create_task(_read(run, pages))
+            tasks.create_task(_transform(run, pages, batches))
             for _ in range(cfg.writers):
-                tasks.create_task(_write(engine, cfg, batches, result, tick, stop, started))
+                tasks.create_task(_write(run, batches))
     except BaseExceptionGroup as failed:
         # One stage failed and the TaskGroup cancelled the others (rolling back what they had in flight):
         # report the failure itself, not the group.
         raise failed.exceptions[0] from None
-    result.seconds = time.monotonic() - started
+    result.seconds = time.monotonic() - run.started
 
 
-async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[reader.Page | None],
-                result: DatabaseResult, stop: asyncio.Event) -> None:
+# Instances one page may look at while it skips migrated ones: a few tens of milliseconds of index probes.
+_MAX_WINDOW = 50_000
+
+
+async def _read(run: _Run, out: Pages) -> None:
+    cfg, result = run.cfg, run.result
     last_id = 0
     taken = 0
     read_opts = cfg.read
-    window = limit = cfg.batch_size
-    while not stop.is_set():
-        page, retries = await retrying(partial(reader.read_next, engine, last_id, limit, read_opts, window))
+    window = run.batch_size
+    while not run.stop.is_set():
+        limit = run.batch_size  # a page is about a batch: what the transformer cuts next
+        window = max(window, limit)
+        page, retries = await retrying(partial(reader.read_next, run.engine, last_id, limit, read_opts, window))
         result.retries += retries
         if page.scanned == 0:
             break
@@ -78,18 +111,14 @@ async def _read(engine: AsyncEngine, cfg: FlavorOptions, out: asyncio.Queue[read
     await out.put(None)
 
 
-# Instances one page may look at while it skips migrated ones: a few tens of milliseconds of index probes.
-_MAX_WINDOW = 50_000
-
-
-async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queue[list[Migration] | None],
-                     cfg: FlavorOptions, result: DatabaseResult, tick: Callable[[], None], stop: asyncio.Event) -> None:
+async def _transform(run: _Run, inbox: Pages, out: Batches) -> None:
     # Batches are filled across pages: where most instances are migrated already (a resumed run), a page
     # holds few candidates, and a transaction per page would be mostly overhead.
+    cfg, result = run.cfg, run.result
     batch: list[Migration] = []
     size = 0  # bytes of blobs in batch
     while (page := await inbox.get()) is not None:
-        if stop.is_set():
+        if run.stop.is_set():
             continue  # drain: what was read but not written stays for the next run
         result.scanned += page.scanned
         result.pages += 1
@@ -102,60 +131,60 @@ async def _transform(inbox: asyncio.Queue[reader.Page | None], out: asyncio.Queu
                 result.broken.append(outcome)
                 continue
             if batch and size + len(outcome.blob) > cfg.max_transaction_bytes:
-                await _emit(batch, out, cfg, result, tick)  # a transaction's writeset stays under the cap
+                await _emit(run, batch, out)  # a transaction's writeset stays under the cap
                 batch, size = [], 0
             batch.append(outcome)
             size += len(outcome.blob)
-            if len(batch) >= cfg.batch_size:
-                await _emit(batch, out, cfg, result, tick)
+            if len(batch) >= run.batch_size:
+                await _emit(run, batch, out)
                 batch, size = [], 0
-        tick()
-    if batch and not stop.is_set():
-        await _emit(batch, out, cfg, result, tick)
+        run.tick()
+    if batch and not run.stop.is_set():
+        await _emit(run, batch, out)
     for _ in range(cfg.writers):
         await out.put(None)
 
 
-async def _emit(batch: list[Migration], out: asyncio.Queue[list[Migration] | None], cfg: FlavorOptions,
-                result: DatabaseResult, tick: Callable[[], None]) -> None:
-    if cfg.dry_run:
-        result.migrated += len(batch)
-        result.left_behind.extend((m.uuid, note) for m in batch for note in m.left_behind)
-        tick()
+async def _emit(run: _Run, batch: list[Migration], out: Batches) -> None:
+    if run.cfg.dry_run:
+        run.result.migrated += len(batch)
+        run.result.left_behind.extend((m.uuid, note) for m in batch for note in m.left_behind)
+        run.tick()
     else:
         await out.put(batch)
 
 
-async def _write(engine: AsyncEngine, cfg: FlavorOptions, inbox: asyncio.Queue[list[Migration] | None],
-                 result: DatabaseResult, tick: Callable[[], None], stop: asyncio.Event, started: float) -> None:
-    write_opts = cfg.write
+async def _write(run: _Run, inbox: Batches) -> None:
+    write_opts = run.cfg.write
     first = True
     while (batch := await inbox.get()) is not None:
-        if not stop.is_set():
-            await _throttle(engine, cfg, result, stop, started, first)
+        if not run.stop.is_set():
+            await _throttle(run, first)
             first = False
-        if stop.is_set():
+        if run.stop.is_set():
             continue
-        outcome = await write_batch(engine, batch, write_opts)
-        result.absorb(outcome)
-        tick()
+        begun = time.monotonic()
+        outcome = await write_batch(run.engine, batch, write_opts)
+        run.committed(len(batch), time.monotonic() - begun)
+        run.result.absorb(outcome)
+        run.tick()
 
 
-async def _throttle(engine: AsyncEngine, cfg: FlavorOptions, result: DatabaseResult, stop: asyncio.Event,
-                    started: float, first: bool) -> None:
+async def _throttle(run: _Run, first: bool) -> None:
     """Wait as --sleep, --max-rate and --max-load ask, before a batch; a stop ends any wait at once."""
-    wait = rate_pause(result.migrated, time.monotonic() - started, cfg.max_rate)
+    cfg, result = run.cfg, run.result
+    wait = rate_pause(result.migrated, time.monotonic() - run.started, cfg.max_rate)
     if not first:
         wait = max(wait, cfg.sleep)
     if wait > 0:
-        result.throttled_seconds += await _pause(wait, stop)
+        result.throttled_seconds += await _pause(wait, run.stop)
     limits = dict(cfg.max_load)
-    while limits and not stop.is_set():
-        over = overloaded(await global_status(engine, limits), limits)
+    while limits and not run.stop.is_set():
+        over = overloaded(await global_status(run.engine, limits), limits)
         if not over:
             return
         result.throttled_by = ", ".join(over)
-        result.throttled_seconds += await _pause(_LOAD_RECHECK_SECONDS, stop)
+        result.throttled_seconds += await _pause(_LOAD_RECHECK_SECONDS, run.stop)
 
 
 _LOAD_RECHECK_SECONDS = 1.0

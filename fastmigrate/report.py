@@ -97,6 +97,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "throttled_by": db.throttled_by,
         "scanned": db.scanned,
         "pages": db.pages,
+        "batch_size": db.batch_size,
         "sysmeta_rows_removed": db.rows_removed,
         "stopped_early": db.stopped_early,
         "interrupted": db.interrupted,

@@ -26,6 +26,7 @@ class DatabaseResult:
     database: str  # the URL with its password masked
     dry_run: bool = False
     scanned: int = 0  # instances looked at
+    batch_size: int = 0  # instances per transaction at the end (adaptive: where it settled)
     pages: int = 0  # page reads (few where most instances are migrated: those are skipped in the server)
     found: int = 0  # of those, without a blob: migrated + busy + broken + skipped
     migrated: int = 0  # in a dry run: would be migrated

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from .errors import UsageError
 
-__all__ = ["overloaded", "parse_max_load", "rate_pause"]
+__all__ = ["next_batch_size", "overloaded", "parse_max_load", "rate_pause"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -21,6 +21,19 @@ def rate_pause(done: int, elapsed: float, max_rate: float | None) -> float:
     if not max_rate:
         return 0.0
     return max(0.0, done / max_rate - elapsed)
+
+
+def next_batch_size(size: int, done: int, seconds: float, target: float, low: int, high: int) -> int:
+    """The next batch size, so that a transaction takes about ``target`` seconds, given that the last one
+    wrote ``done`` instances in ``seconds`` (lock waits and retries included: contention shrinks batches).
+
+    Damped, since one transaction's time is noisy: at most double or half of ``size`` per step, always
+    within ``[low, high]``.
+    """
+    if done <= 0:
+        return size
+    ideal = done * target / seconds if seconds > 0 else 2.0 * size
+    return max(low, min(high, 2 * size, max(size // 2, round(ideal))))
 
 
 def overloaded(status: Mapping[str, float], limits: Mapping[str, float]) -> list[str]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from fastmigrate import ExitCode, FlavorOptions, UsageError, migrate_flavors
 from fastmigrate.fleet import FleetSpec, check_fleet, create_fleet
-from fastmigrate.throttle import overloaded, parse_max_load, rate_pause
+from fastmigrate.throttle import next_batch_size, overloaded, parse_max_load, rate_pause
+
+from fastmigrate.writer import write_batch
 
 from .conftest import Database
 
@@ -42,6 +45,67 @@ def test_parse_max_load() -> None:
     for bad in ("", "Threads_running", "Threads_running=lots", "=5", "Threads running=5", "x=-1"):
         with pytest.raises(UsageError):
             parse_max_load(bad)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("size", "done", "seconds", "expected"), [
+    (500, 500, 0.5, 500),  # on target: stay
+    (500, 500, 0.4, 625),  # a bit fast: a bit bigger
+    (500, 500, 0.1, 1000),  # much too fast: double, no more, in one step
+    (500, 500, 5.0, 250),  # much too slow (a lock wait, retries): halve, no less
+    (500, 500, 0.6, 417),
+    (4000, 4000, 0.1, 5000),  # never over the maximum
+    (60, 60, 3.0, 50),  # never under the minimum
+    (500, 20, 0.01, 1000),  # a small last batch: its per-instance time counts, still damped
+    (500, 0, 0.0, 500),  # nothing written: nothing learnt
+    (500, 500, 0.0, 1000),  # a clock too coarse to see it: treated as very fast
+])
+def test_next_batch_size_aims_at_the_target_time(size: int, done: int, seconds: float, expected: int) -> None:
+    assert next_batch_size(size, done, seconds, target=0.5, low=50, high=5000) == expected
+
+
+@pytest.mark.pure
+def test_next_batch_size_converges() -> None:
+    """Against a server that takes 0.1 ms per instance plus 20 ms per transaction, sizes settle where a
+    transaction takes the target time, within a few steps."""
+    size = 500
+    for _ in range(12):
+        size = next_batch_size(size, size, 0.020 + size * 0.0001, target=0.5, low=50, high=100_000)
+    assert size == 4800
+
+
+@pytest.mark.pure
+def test_batch_size_options() -> None:
+    assert FlavorOptions().adaptive and FlavorOptions().first_batch_size == 500
+    assert FlavorOptions(min_batch_size=1000, max_batch_size=2000).first_batch_size == 1000
+    fixed = FlavorOptions(batch_size=70)
+    assert not fixed.adaptive and fixed.first_batch_size == 70
+    for bad in (dict(min_batch_size=600, max_batch_size=500), dict(target_seconds=0), dict(max_batch_size=0)):
+        with pytest.raises(UsageError):
+            FlavorOptions(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("target", "settles_at"), [(0.01, 20), (60, 400)])
+async def test_adaptive_batches_follow_the_transaction_time(db: Database, monkeypatch: pytest.MonkeyPatch,
+                                                            target: float, settles_at: int) -> None:
+    """A target no transaction can meet (each takes 30 ms more here) shrinks batches to the minimum; one
+    every transaction meets grows them to the maximum. Either way the result is the same."""
+    from fastmigrate import pipeline
+
+    async def slow_write(*args: Any) -> Any:
+        await asyncio.sleep(0.03)
+        return await write_batch(*args)
+
+    monkeypatch.setattr(pipeline, "write_batch", slow_write)
+    fleet = await create_fleet(db.engine, FleetSpec(instances=3000, seed=103, **CLEAN))
+    result = await migrate_flavors([db.url], FlavorOptions(target_seconds=target, min_batch_size=20,
+                                                           max_batch_size=400))
+    r = result.databases[0]
+    assert r.batch_size == settles_at and r.migrated == len(fleet.expected)
+    # 3000 instances, starting at 500 per batch (the batches already cut when the first commits keep that
+    # size): six transactions at a fixed 500; far more once halved down to 20; at most nine on the way up.
+    assert r.transactions > 30 if settles_at == 20 else r.transactions <= 9
+    assert await check_fleet(db.engine, fleet) == []
 
 
 async def test_sleep_pauses_between_batches(db: Database) -> None:
