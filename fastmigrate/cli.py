@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     flavors.add_argument("--max-load", metavar="VAR=N[,...]", type=_max_load,
                          help="pause while a server status variable is over its limit, e.g. Threads_running=25 "
                               "(checked before every batch)")
+    flavors.add_argument("--max-flow-control", type=float, default=_DEFAULTS.max_flow_control, metavar="SHARE",
+                         help="on Galera (wsrep_on=ON): pause while flow control paused replication for more than "
+                              "this share of the time since the last check (default %(default)g: any pause; 1: never)")
+    flavors.add_argument("--max-recv-queue", type=float, metavar="N",
+                         help="on Galera: pause while wsrep_local_recv_queue is over N (default: half of "
+                              "wsrep_flow_control_interval_high, the length at which the node calls flow control)")
     flavors.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
 
     verify = commands.add_parser(
@@ -202,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 dry_run=args.dry_run, writers=args.writers,
                                 statement_timeout=args.statement_timeout,
                                 max_transaction_bytes=args.max_transaction_bytes, sleep=args.sleep,
-                                max_rate=args.max_rate, max_load=args.max_load or ())
+                                max_rate=args.max_rate, max_load=args.max_load or (),
+                                max_flow_control=args.max_flow_control, max_recv_queue=args.max_recv_queue)
         progress = _Progress(sys.stderr) if not args.json else None
         try:
             result = _run(_flavors(args.db, options, progress, args.status))

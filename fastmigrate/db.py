@@ -28,6 +28,7 @@ __all__ = [
     "backoff",
     "check_schema",
     "check_writable",
+    "galera_enabled",
     "global_status",
     "connect_engine",
     "is_mysql",
@@ -221,19 +222,30 @@ async def check_schema(engine: AsyncEngine, label: str) -> None:
 
 
 async def global_status(engine: AsyncEngine, names: Iterable[str]) -> dict[str, float]:
-    """The server's numeric status variables of these names (``SHOW GLOBAL STATUS``)."""
+    """The server's numeric status variables of these names (``SHOW GLOBAL STATUS``); those the server
+    does not have are absent."""
+    wanted = sorted(set(names))
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        rows: Any = await conn.exec_driver_sql("SHOW GLOBAL STATUS")  # rows of (name, value)
-        wanted = set(names)
+        marks = ", ".join(["%s"] * len(wanted))
+        rows: Any = await conn.exec_driver_sql(f"SHOW GLOBAL STATUS WHERE Variable_name IN ({marks})",
+                                               tuple(wanted))  # rows of (name, value)
         status: dict[str, float] = {}
-        for row in rows:
-            if row[0] in wanted:
-                try:
-                    status[row[0]] = float(row[1])
-                except (TypeError, ValueError):
-                    pass
+        for name, value in rows:
+            try:
+                status[name] = float(value)
+            except (TypeError, ValueError):
+                pass
         return status
+
+
+async def galera_enabled(engine: AsyncEngine) -> bool:
+    """Whether the server is a Galera cluster node (``wsrep_on = ON``); never on SQLite."""
+    if not is_mysql(engine):
+        return False
+    async with engine.connect() as conn:
+        rows: Any = await conn.exec_driver_sql("SHOW GLOBAL VARIABLES LIKE 'wsrep\\_on'")
+        return any(str(value).upper() == "ON" for _, value in rows)
 
 
 async def check_writable(engine: AsyncEngine, label: str, *, soft_delete: bool) -> None:

@@ -31,6 +31,11 @@ class FlavorOptions:
     sleep: float = 0.0  # seconds to pause between batches
     max_rate: float | None = None  # instances per second at most
     max_load: tuple[tuple[str, float], ...] = ()  # pause while a server status variable is over its limit
+    # Galera nodes (wsrep_on = ON) only: pause while flow control paused replication for more than this share
+    # of the time since the last sample (0: any pause; 1: never), or while the node's receive queue is
+    # longer than max_recv_queue (None: half the length at which the node calls flow control itself).
+    max_flow_control: float = 0.0
+    max_recv_queue: float | None = None
 
     def __post_init__(self) -> None:
         for name, low, high in (("batch_size", 1, 100_000), ("min_batch_size", 1, 100_000),
@@ -57,6 +62,12 @@ class FlavorOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | float) or value < 0):
                 raise UsageError(f"--{name.replace('_', '-')} must be a number of at least 0, not {value!r}")
+        if not isinstance(self.max_flow_control, int | float) or not 0 <= self.max_flow_control <= 1:
+            raise UsageError(f"--max-flow-control must be a share of time from 0 (any pause) to 1 (never), "
+                             f"not {self.max_flow_control!r}")
+        if self.max_recv_queue is not None and (not isinstance(self.max_recv_queue, int | float)
+                                                or self.max_recv_queue < 0):
+            raise UsageError(f"--max-recv-queue must be a number of at least 0, not {self.max_recv_queue!r}")
         if self.max_count is not None and (not isinstance(self.max_count, int) or self.max_count < 1):
             raise UsageError(f"--max-count must be a whole number of at least 1, not {self.max_count!r}")
 

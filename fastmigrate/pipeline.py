@@ -20,10 +20,10 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import reader
-from .db import global_status, retrying
+from .db import galera_enabled, global_status, retrying
 from .options import FlavorOptions
 from .results import DatabaseResult
-from .throttle import next_batch_size, overloaded, rate_pause
+from .throttle import GALERA_STATUS, GaleraSample, galera_pressure, next_batch_size, overloaded, rate_pause
 from .transform import Broken, Migration, transform
 from .writer import write_batch
 
@@ -44,6 +44,7 @@ class _Run:
     on_batch: Callable[[DatabaseResult], None] | None
     started: float = field(default_factory=time.monotonic)
     batch_size: int = 0  # now: fixed, or adapted after every transaction
+    galera: GaleraSample | None = None  # the last sample of a Galera node
 
     def __post_init__(self) -> None:
         self.batch_size = self.result.batch_size = self.cfg.first_batch_size
@@ -66,6 +67,7 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
     """Migrate until done; when ``stop`` is set, commit the batches being written, drop the queued ones
     (they are left as they were, for the next run) and return."""
     run = _Run(engine, cfg, result, stop or asyncio.Event(), on_batch)
+    result.galera = not cfg.dry_run and await galera_enabled(engine)
     pages: Pages = asyncio.Queue(cfg.queue_depth)
     batches: Batches = asyncio.Queue(cfg.queue_depth)
     try:
@@ -171,7 +173,8 @@ async def _write(run: _Run, inbox: Batches) -> None:
 
 
 async def _throttle(run: _Run, first: bool) -> None:
-    """Wait as --sleep, --max-rate and --max-load ask, before a batch; a stop ends any wait at once."""
+    """Wait as --sleep, --max-rate and --max-load ask, and on Galera while flow control is active or the
+    receive queue is long, before a batch; a stop ends any wait at once."""
     cfg, result = run.cfg, run.result
     wait = rate_pause(result.migrated, time.monotonic() - run.started, cfg.max_rate)
     if not first:
@@ -179,8 +182,14 @@ async def _throttle(run: _Run, first: bool) -> None:
     if wait > 0:
         result.throttled_seconds += await _pause(wait, run.stop)
     limits = dict(cfg.max_load)
-    while limits and not run.stop.is_set():
-        over = overloaded(await global_status(run.engine, limits), limits)
+    names = set(limits) | (set(GALERA_STATUS) if result.galera else set())
+    while names and not run.stop.is_set():
+        status = await global_status(run.engine, names)
+        over = overloaded(status, limits)
+        if result.galera:
+            now = GaleraSample.of(status, time.monotonic())
+            over += galera_pressure(run.galera, now, cfg.max_flow_control, cfg.max_recv_queue)
+            run.galera = now
         if not over:
             return
         result.throttled_by = ", ".join(over)

@@ -95,6 +95,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "transactions": db.transactions,
         "throttled_seconds": round(db.throttled_seconds, 3),
         "throttled_by": db.throttled_by,
+        "galera": db.galera,
         "scanned": db.scanned,
         "pages": db.pages,
         "batch_size": db.batch_size,

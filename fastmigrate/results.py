@@ -36,7 +36,8 @@ class DatabaseResult:
     refreshed: int = 0  # changed between read and write; re-read and written from fresh data
     retries: int = 0
     throttled_seconds: float = 0.0  # paused by --sleep, --max-rate or --max-load
-    throttled_by: str | None = None  # the last --max-load limit the server was over
+    throttled_by: str | None = None  # the last --max-load limit the server was over, or Galera's pressure
+    galera: bool = False  # a Galera node: paused while flow control or the receive queue says so
     transactions: int = 0  # committed batches
     rows_removed: int = 0
     left_behind: list[tuple[str, str]] = field(default_factory=list)

@@ -9,7 +9,7 @@ import pytest
 
 from fastmigrate import ExitCode, FlavorOptions, UsageError, migrate_flavors
 from fastmigrate.fleet import FleetSpec, check_fleet, create_fleet
-from fastmigrate.throttle import next_batch_size, overloaded, parse_max_load, rate_pause
+from fastmigrate.throttle import GaleraSample, galera_pressure, next_batch_size, overloaded, parse_max_load, rate_pause
 
 from fastmigrate.writer import write_batch
 
@@ -144,3 +144,75 @@ async def test_max_load_needs_mysql(sqlite_db: Database) -> None:
     await create_fleet(sqlite_db.engine, FleetSpec(instances=10, seed=1))
     result = await migrate_flavors([sqlite_db.url], FlavorOptions(max_load=(("Threads_running", 5),)))
     assert result.exit_code == ExitCode.USAGE and "--max-load reads MySQL" in result.databases[0].error
+
+
+def galera(at: float, paused: float | None, recv_queue: float | None = 0, fc_limit: float = 16) -> GaleraSample:
+    return GaleraSample(at, paused, recv_queue, fc_limit)
+
+
+@pytest.mark.pure
+def test_galera_sample_reads_what_the_node_reports() -> None:
+    newer = {"wsrep_flow_control_paused_ns": 2.5e9, "wsrep_flow_control_paused": 0.01,
+             "Uptime_since_flush_status": 100.0, "wsrep_local_recv_queue": 3.0,
+             "wsrep_flow_control_interval_high": 256.0}
+    assert GaleraSample.of(newer, 7.0) == galera(7.0, 2.5, 3.0, 256.0)  # the nanosecond total wins
+    older = {"wsrep_flow_control_paused": 0.01, "Uptime_since_flush_status": 100.0}
+    assert GaleraSample.of(older, 7.0) == galera(7.0, 1.0, None, 16.0)  # fraction x time: a running total
+    assert GaleraSample.of({}, 7.0) == galera(7.0, None, None, 16.0)
+
+
+@pytest.mark.pure
+def test_galera_pressure() -> None:
+    calm = galera(10.0, 5.0)
+    assert galera_pressure(None, calm, 0.0, None) == []  # a first sample has nothing to compare with
+    assert galera_pressure(galera(9.0, 5.0), calm, 0.0, None) == []  # no new pause
+    assert galera_pressure(galera(9.0, 4.9), calm, 0.0, None) == [
+        "wsrep flow control paused replication 10% of the last 1.0 s"]  # any pause, by default
+    assert galera_pressure(galera(9.0, 4.9), calm, 0.25, None) == []  # tolerated share
+    assert galera_pressure(galera(9.0, 9.0), calm, 0.0, None) == []  # FLUSH STATUS reset the total
+    assert galera_pressure(galera(9.0, None), calm, 0.0, None) == []  # nothing known about pauses
+    queued = galera(10.0, 5.0, recv_queue=9)
+    assert galera_pressure(None, queued, 0.0, None) == ["wsrep_local_recv_queue=9>8"]  # half of fc_limit 16
+    assert galera_pressure(None, queued, 0.0, 20) == []
+    assert galera_pressure(None, galera(10.0, 5.0, 100, 256), 0.0, None) == []  # 100 <= 256 / 2
+
+
+async def test_galera_flow_control_holds_the_run_back(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated Galera node whose flow control pauses replication during the first seconds: the writer
+    waits until the pauses stop, then migrates everything."""
+    from fastmigrate import pipeline
+
+    fleet = await create_fleet(db.engine, FleetSpec(instances=300, seed=107, **CLEAN))
+    samples = 0
+
+    async def node_status(engine: Any, names: Any) -> dict[str, float]:
+        nonlocal samples
+        samples += 1
+        busy = min(samples, 3)  # paused 0.5 s more at each of the first three samples, then never again
+        return {"wsrep_flow_control_paused_ns": busy * 0.5e9, "wsrep_local_recv_queue": 0.0,
+                "wsrep_flow_control_interval_high": 16.0}
+
+    async def on(engine: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(pipeline, "galera_enabled", on)
+    monkeypatch.setattr(pipeline, "global_status", node_status)
+    result = await migrate_flavors([db.url], FlavorOptions(batch_size=100))
+    r = result.databases[0]
+    assert r.galera and r.migrated == len(fleet.expected)
+    assert r.throttled_by is not None and r.throttled_by.startswith("wsrep flow control paused replication")
+    assert r.throttled_seconds >= 2 * 0.9  # two rechecks found new pauses (our accounting, not the clock)
+    assert samples >= 3 + r.transactions - 1
+    assert await check_fleet(db.engine, fleet) == []
+
+
+@pytest.mark.mariadb
+async def test_a_plain_mariadb_is_no_galera_node(mariadb_db: Database) -> None:
+    from fastmigrate.db import galera_enabled, global_status
+
+    assert not await galera_enabled(mariadb_db.engine)
+    status = await global_status(mariadb_db.engine, ["Threads_running", "wsrep_flow_control_paused_ns"])
+    assert status["Threads_running"] >= 1 and "wsrep_flow_control_paused_ns" not in status
+    await create_fleet(mariadb_db.engine, FleetSpec(instances=20, seed=109, **CLEAN))
+    r = (await migrate_flavors([mariadb_db.url], FlavorOptions(max_recv_queue=0))).databases[0]
+    assert not r.galera and r.throttled_seconds == 0 and r.exit_code == ExitCode.DONE
