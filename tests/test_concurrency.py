@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from typing import Any
-
 from sqlalchemy import select
 
 from fastmigrate import reader
@@ -74,81 +70,3 @@ async def test_changes_after_the_read_are_written_from_fresh_data_or_left_alone(
     assert extra_count[new_extra] == 1 and blobs[new_extra][0] is not None  # nova's row was used, not a second
     for uuid in (resized, grown, new_extra):
         assert uuid not in left
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [5, 6])
-async def test_a_live_writer_never_loses_an_update(db: Database, seed: int) -> None:
-    """nova resizes instances and writes other keys while the migration runs; every update survives.
-
-    The writer follows the protocol of a nova that saves a flavor: lock the instance's flavor row; if it is
-    still in system_metadata update it there, else update the blob (the migration got there first).
-    """
-    import asyncio
-    import random
-
-    from sqlalchemy import text
-
-    from fastmigrate import FlavorOptions, migrate_flavors
-    from fastmigrate.db import connect_engine, normalize_url
-
-    fleet = await create_fleet(db.engine, FleetSpec(instances=1500, seed=43, busy=0.0, deleted=0.0, resizing=0.0))
-    uuids = sorted(fleet.expected)
-    key = "`key`" if db.backend == "mariadb" else "key"
-    lock = " FOR UPDATE" if db.backend == "mariadb" else ""
-    last_memory: dict[str, int] = {}
-    added: list[str] = []
-    paths = {"sysmeta": 0, "blob": 0}
-    writer = connect_engine(normalize_url(db.url))
-    done = asyncio.Event()
-    rng = random.Random(seed)
-
-    async def nova() -> None:
-        n = 0
-        while not done.is_set() or n < 50:
-            uuid, memory = rng.choice(uuids), rng.randrange(1, 10**6)
-            async with writer.begin() as conn:
-                row = (await conn.execute(text(
-                    f"SELECT id FROM instance_system_metadata WHERE instance_uuid = :u AND {key} = "
-                    f"'instance_type_memory_mb' AND deleted = 0{lock}"), {"u": uuid})).scalar()
-                if row is not None:
-                    await conn.execute(text("UPDATE instance_system_metadata SET value = :v WHERE id = :i"),
-                                       {"v": str(memory), "i": row})
-                    paths["sysmeta"] += 1
-                else:
-                    paths["blob"] += 1
-                    blob = (await conn.execute(text(
-                        f"SELECT flavor FROM instance_extra WHERE instance_uuid = :u{lock}"), {"u": uuid})).scalar()
-                    doc = json.loads(blob)
-                    doc["cur"]["nova_object.data"]["memory_mb"] = memory
-                    await conn.execute(text("UPDATE instance_extra SET flavor = :f WHERE instance_uuid = :u"),
-                                       {"f": json.dumps(doc), "u": uuid})
-                await conn.execute(text(f"INSERT INTO instance_system_metadata (instance_uuid, {key}, value, "
-                                        "deleted, created_at) VALUES (:u, :k, 'x', 0, '2016-01-01')"),
-                                   {"u": uuid, "k": f"image_live_{n}"})
-            last_memory[uuid] = memory
-            added.append(f"image_live_{n}")
-            n += 1
-            await asyncio.sleep(0)
-
-    async def migrate() -> Any:
-        try:
-            return await migrate_flavors([db.url], FlavorOptions(batch_size=25, writers=2))
-        finally:
-            done.set()
-
-    try:
-        _, result = await asyncio.gather(nova(), migrate())
-    finally:
-        await writer.dispose()
-    assert result.exit_code == 0, result.databases[0].error
-    assert len(last_memory) > 20
-    assert paths["sysmeta"] > 0 and paths["blob"] > 0, paths  # nova wrote both before and after migration
-    async with db.engine.connect() as conn:
-        blobs = dict((await conn.execute(select(instance_extra.c.instance_uuid, instance_extra.c.flavor))).all())
-        live_keys = {k for (k,) in await conn.execute(select(sysmeta.c.key).where(sysmeta.c.key.like("image!_live!_%",
-                                                                                                    escape="!")))}
-    for uuid, memory in last_memory.items():
-        assert json.loads(blobs[uuid])["cur"]["nova_object.data"]["memory_mb"] == memory, uuid
-    assert live_keys == set(added)  # the writer's other keys: all there
-    assert all(blobs[u] for u in uuids)
