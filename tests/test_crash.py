@@ -54,7 +54,12 @@ async def test_twenty_sigkills_change_nothing_in_the_end(db: Database, tmp_path:
     assert kills >= 20, "the fleet migrated too fast to be killed 20 times: make it bigger"
     final = await migrate_flavors([db.url], FlavorOptions(batch_size=50))
     assert final.exit_code == ExitCode.DONE, final.databases[0].error
-    assert 0 < final.databases[0].migrated < len(fleet.expected)  # the killed runs did real work
+    last = final.databases[0]
+    assert 0 < last.migrated < len(fleet.expected)  # the killed runs did real work
+    # ...and the last run resumed instead of rescanning: pages for what was left (plus a few to cross the
+    # migrated part in growing windows), not one page per 50 instances of the whole fleet.
+    assert last.scanned == len(fleet.expected) - len(fleet.deleted)
+    assert last.pages <= last.migrated // 50 + 20 < last.scanned // 50
     assert await check_fleet(db.engine, fleet) == []
     killed_state = await content(db)
 
