@@ -17,6 +17,7 @@ away in id order; 0.5% soft-deleted and 0.5% busy instances. Flavor values are s
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -144,7 +145,9 @@ async def create_sql_fleet(engine: AsyncEngine, instances: int, seed: int = 42, 
     s = seed
     async with engine.begin() as conn:
         run = _runner(conn)
-        await run("DROP TABLE IF EXISTS fm_gen_inst, fm_gen_keys, fm_gen_values")
+        with warnings.catch_warnings():  # the server's note that there was nothing to drop
+            warnings.simplefilter("ignore")
+            await run("DROP TABLE IF EXISTS fm_gen_inst, fm_gen_keys, fm_gen_values")  # left by a failed run
         await run("CREATE TABLE fm_gen_keys (ord INT PRIMARY KEY, slot CHAR(3), k VARCHAR(255), prop VARCHAR(64), "
                   "cond VARCHAR(20), later TINYINT)")
         await run("CREATE TABLE fm_gen_values (idx INT, prop VARCHAR(64), v0 VARCHAR(255), v1 VARCHAR(255), "
@@ -156,7 +159,7 @@ async def create_sql_fleet(engine: AsyncEngine, instances: int, seed: int = 42, 
         await run(f"""
             CREATE TABLE fm_gen_inst (n INT PRIMARY KEY, uuid CHAR(36), cur INT, nxt INT, deleted TINYINT,
                 busy TINYINT, resizing TINYINT, stashed TINYINT, no_extra TINYINT, history TINYINT,
-                mem TINYINT, new_mem TINYINT, hx INT, hw INT, scattered TINYINT)
+                mem TINYINT, new_mem TINYINT, hx INT, hw INT, scattered TINYINT, KEY (uuid))
             SELECT seq AS n,
                    CONCAT_WS('-', SUBSTR(m, 1, 8), SUBSTR(m, 9, 4), SUBSTR(m, 13, 4), SUBSTR(m, 17, 4),
                              SUBSTR(m, 21, 12)) AS uuid,
@@ -190,6 +193,8 @@ async def create_sql_fleet(engine: AsyncEngine, instances: int, seed: int = 42, 
         await run("""
             INSERT INTO instance_extra (instance_uuid, created_at, deleted)
             SELECT uuid, '2015-01-01', 0 FROM fm_gen_inst WHERE NOT no_extra ORDER BY n""")
+        # The history rows are the only ones with a deleted_at so far: soft-delete them properly (deleted = id).
+        await run("UPDATE instance_system_metadata SET deleted = id WHERE deleted_at IS NOT NULL AND deleted = 0")
         # Deleted instances took their rows with them (soft-deleted: deleted = id).
         await run("""
             UPDATE instance_system_metadata s JOIN fm_gen_inst g ON g.uuid = s.instance_uuid AND g.deleted
@@ -223,10 +228,6 @@ async def _sysmeta_chunk(engine: AsyncEngine, low: int, high: int, *, later: boo
                 SELECT uuid, IF(history = 1, 'instance_type_memory_mb', 'image_min_ram'), '1', '2015-01-01', 0,
                        '2015-01-01'
                 FROM fm_gen_inst WHERE n > {low} AND n <= {high} AND history > 0 ORDER BY n""")
-            await run(f"""
-                UPDATE instance_system_metadata s JOIN fm_gen_inst g ON g.uuid = s.instance_uuid
-                SET s.deleted = s.id WHERE g.n > {low} AND g.n <= {high} AND s.deleted_at IS NOT NULL
-                AND s.deleted = 0""")
         await run(f"""
             INSERT INTO instance_system_metadata (instance_uuid, `key`, value, created_at, deleted)
             SELECT g.uuid, k.k,
