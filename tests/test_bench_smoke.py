@@ -49,3 +49,32 @@ async def test_the_benchmark_fleet_migrates_as_its_oracle_says(mariadb_db: Datab
     verified = (await verify_flavors([mariadb_db.url])).databases[0]
     assert verified.checked == N - len(fleet.deleted)
     assert {uuid for uuid, _ in verified.mismatches} == fleet.busy  # only the busy ones are not migrated yet
+
+
+async def test_the_in_server_reference_does_the_same_work(mariadb_db: Database) -> None:
+    """The yardstick is only fair if it produces what fastmigrate produces: the same blobs, by the oracle."""
+    from benchmarks.reference import reference_migrate
+
+    await create_sql_fleet(mariadb_db.engine, 3_000, seed=13)
+    fleet = oracle(3_000, seed=13)
+    report = await reference_migrate(mariadb_db.engine)
+    migrated = 3_000 - len(fleet.deleted) - len(fleet.busy)
+    assert report["build_rows"] == migrated
+    assert report["update_rows"] + report["insert_rows"] == migrated
+    assert await check_fleet(mariadb_db.engine, fleet) == []
+    verified = (await verify_flavors([mariadb_db.url])).databases[0]
+    assert {uuid for uuid, _ in verified.mismatches} == fleet.busy  # every blob loads as nova reads it
+
+
+async def test_the_upstream_style_baseline_migrates_its_sample(mariadb_db: Database) -> None:
+    from benchmarks.baseline import baseline_migrate
+    from fastmigrate.db import normalize_url
+
+    await create_sql_fleet(mariadb_db.engine, 1_000, seed=17)
+    fleet = oracle(1_000, seed=17)
+    report = baseline_migrate(normalize_url(mariadb_db.url), limit=400)
+    assert report["migrated"] == 400
+    # The sample is migrated correctly; the rest is untouched, and fastmigrate finishes it.
+    assert (await migrate_flavors([mariadb_db.url], FlavorOptions())).databases[0].migrated == \
+        1_000 - len(fleet.deleted) - len(fleet.busy) - 400
+    assert await check_fleet(mariadb_db.engine, fleet) == []
