@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks.sql_fleet import drop_scratch
 from fastmigrate.transform import PROPS
 
 __all__ = ["reference_migrate"]
@@ -89,7 +90,7 @@ async def reference_migrate(engine: AsyncEngine) -> dict[str, Any]:
     started = time.monotonic()
     async with engine.connect() as conn:
         await conn.exec_driver_sql("SET SESSION group_concat_max_len = 16777216")
-        await conn.exec_driver_sql("DROP TABLE IF EXISTS fm_ref_blobs")
+        await drop_scratch(conn, "fm_ref_blobs")
         await conn.commit()
         async with conn.begin():
             for phase, sql in statements():
