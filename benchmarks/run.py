@@ -50,7 +50,14 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "scaling.png"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: write the markdown and the plot from the results in --out")
     args = parser.parse_args()
+    if args.report_only:
+        results = json.loads(Path(args.out).read_text())
+        _write_markdown(Path(args.markdown), results)
+        _plot(Path(args.plot), results)
+        return 0
     server = make_url(args.url)
     _sql(server, f"SET GLOBAL innodb_buffer_pool_size = {args.buffer_pool}")
     results: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(server),
