@@ -155,7 +155,8 @@ def _sql(server: URL, *statements: str) -> list[tuple[Any, ...]]:
 
 
 def _restore(server: URL, pristine: str) -> None:
-    """fm_work := a copy of the pristine fleet (same ids, same physical order), then a checkpoint-friendly pause."""
+    """fm_work := a copy of the pristine fleet: same ids, same physical order, freshly written (so hot in the
+    buffer pool when it fits)."""
     statements = ["DROP DATABASE IF EXISTS fm_work", "CREATE DATABASE fm_work CHARACTER SET utf8"]
     for table in TABLES:
         statements += [f"CREATE TABLE fm_work.{table} LIKE {pristine}.{table}",
