@@ -43,11 +43,10 @@ class _Run:
     stop: asyncio.Event
     on_batch: Callable[[DatabaseResult], None] | None
     started: float = field(default_factory=time.monotonic)
-    batch_size: int = 0  # now: fixed, or adapted after every transaction
     galera: GaleraSample | None = None  # the last sample of a Galera node
 
     def __post_init__(self) -> None:
-        self.batch_size = self.result.batch_size = self.cfg.first_batch_size
+        self.result.batch_size = self.cfg.first_batch_size  # now: fixed, or adapted after every transaction
 
     def tick(self) -> None:
         self.result.seconds = time.monotonic() - self.started
@@ -57,8 +56,8 @@ class _Run:
     def committed(self, done: int, seconds: float) -> None:
         cfg = self.cfg
         if cfg.adaptive:
-            self.batch_size = self.result.batch_size = next_batch_size(
-                self.batch_size, done, seconds, cfg.target_seconds, cfg.min_batch_size, cfg.max_batch_size)
+            self.result.batch_size = next_batch_size(self.result.batch_size, done, seconds, cfg.target_seconds,
+                                                     cfg.min_batch_size, cfg.max_batch_size)
 
 
 async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: DatabaseResult,
@@ -92,17 +91,16 @@ async def _read(run: _Run, out: Pages) -> None:
     last_id = 0
     taken = 0
     read_opts = cfg.read
-    window = run.batch_size
+    window = result.batch_size
     while not run.stop.is_set():
-        limit = run.batch_size  # a page is about a batch: what the transformer cuts next
+        limit = result.batch_size  # a page is about a batch: what the transformer cuts next
         window = max(window, limit)
         page, retries = await retrying(partial(reader.read_next, run.engine, last_id, limit, read_opts, window))
         result.retries += retries
         if page.scanned == 0:
             break
         last_id = page.last_id
-        found = len(page.candidates) + len(page.busy) + len(page.broken)
-        window = reader.next_window(window, page.scanned, found, limit, max(limit, _MAX_WINDOW))
+        window = reader.next_window(window, page.scanned, page.found, limit, max(limit, _MAX_WINDOW))
         if cfg.max_count is not None:
             del page.candidates[cfg.max_count - taken:]
             taken += len(page.candidates)
@@ -124,7 +122,7 @@ async def _transform(run: _Run, inbox: Pages, out: Batches) -> None:
             continue  # drain: what was read but not written stays for the next run
         result.scanned += page.scanned
         result.pages += 1
-        result.found += len(page.candidates) + len(page.busy) + len(page.broken)
+        result.found += page.found
         result.busy.extend(page.busy)
         result.broken.extend(page.broken)
         for candidate in page.candidates:
@@ -137,7 +135,7 @@ async def _transform(run: _Run, inbox: Pages, out: Batches) -> None:
                 batch, size = [], 0
             batch.append(outcome)
             size += len(outcome.blob)
-            if len(batch) >= run.batch_size:
+            if len(batch) >= result.batch_size:
                 await _emit(run, batch, out)
                 batch, size = [], 0
         run.tick()

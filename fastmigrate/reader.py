@@ -66,6 +66,11 @@ class Page:
     scanned: int = 0
     last_id: int = 0
 
+    @property
+    def found(self) -> int:
+        """Instances that still need work: candidates, busy and broken ones."""
+        return len(self.candidates) + len(self.busy) + len(self.broken)
+
 
 def choose_extra(instance_deleted: bool, extras: Sequence[ExtraRow]) -> int | None | str | Broken:
     """The instance_extra row to write to: its id, ``None`` to insert one, ``DONE``, or why neither.
