@@ -16,13 +16,10 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL
 
+from fastmigrate import statements
 from fastmigrate.transform import Candidate, Migration, SysmetaRow, transform
 
 __all__ = ["baseline_migrate"]
-
-_FLAVOR_LIKE = "(`key` LIKE 'instance!_type!_%%' ESCAPE '!' OR `key` LIKE 'old!_instance!_type!_%%' ESCAPE '!' " \
-               "OR `key` LIKE 'new!_instance!_type!_%%' ESCAPE '!')"
-
 
 def baseline_migrate(url: URL, limit: int) -> dict[str, Any]:
     """Migrate up to ``limit`` instances one transaction each; what it did and how long it took."""
@@ -46,9 +43,8 @@ def baseline_migrate(url: URL, limit: int) -> dict[str, Any]:
                 cur.execute("SELECT id FROM instance_extra WHERE instance_uuid = %s AND deleted = 0 FOR UPDATE",
                             (uuid,))
                 extra = cur.fetchone()
-                cur.execute(f"SELECT id, `key`, value, deleted FROM instance_system_metadata "
-                            f"WHERE instance_uuid = %s AND deleted = 0 AND {_FLAVOR_LIKE} FOR UPDATE", (uuid,))
-                rows = tuple(SysmetaRow(*r) for r in cur.fetchall())
+                cur.execute(*statements.flavor_rows("format", [uuid], include_deleted=False, lock=True))
+                rows = tuple(SysmetaRow(*r[1:]) for r in cur.fetchall())  # rows of (uuid, id, key, value, deleted)
                 outcome = transform(Candidate(uuid, False, extra[0] if extra else None, rows))
                 if not isinstance(outcome, Migration):
                     conn.rollback()

@@ -54,9 +54,9 @@ def main() -> int:
                         help="measure nothing: write the markdown and the plot from the results in --out")
     args = parser.parse_args()
     if args.report_only:
-        results = json.loads(Path(args.out).read_text())
-        _write_markdown(Path(args.markdown), results)
-        _plot(Path(args.plot), results)
+        measured: dict[str, Any] = json.loads(Path(args.out).read_text())
+        _write_markdown(Path(args.markdown), measured)
+        _plot(Path(args.plot), measured)
         return 0
     server = make_url(args.url)
     _sql(server, f"SET GLOBAL innodb_buffer_pool_size = {args.buffer_pool}")

@@ -17,6 +17,7 @@ away in id order; 0.5% soft-deleted and 0.5% busy instances. Flavor values are s
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -85,8 +86,6 @@ def oracle(instances: int, seed: int = 42) -> Fleet:
 
 
 def _traits(instances: int, seed: int) -> Iterator[dict[str, Any]]:
-    import hashlib
-
     for n in range(1, instances + 1):
         h = hashlib.md5(f"{seed}u{n}".encode()).hexdigest()
         deleted = _h(seed, "d", n) % 1000 < DELETED
