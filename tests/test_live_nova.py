@@ -36,6 +36,7 @@ read_next = reader.read_next
 pytestmark = pytest.mark.slow
 
 Flavor = dict[str, Any]
+Rows = dict[str, tuple[int, str | None]]  # an instance's live flavor rows: key -> (id, value)
 _FLAVOR_KEY = sysmeta.c.key.like("%instance!_type!_%", escape="!")
 _NOW = datetime(2026, 11, 22)
 
@@ -115,7 +116,7 @@ class Nova:
         base = self.rng.choice(FLAVORS)
         return dict(base, memory_mb=self.rng.randrange(1, 10**6), extra_specs={})
 
-    async def _lock(self, conn: AsyncConnection, uuid: str) -> tuple[dict[str, tuple[int, str | None]], Any]:
+    async def _lock(self, conn: AsyncConnection, uuid: str) -> tuple[Rows, Any]:
         """Lock the instance, its live flavor rows and its live extra row; where its flavor lives."""
         await conn.execute(select(instances.c.id).where(instances.c.uuid == uuid).with_for_update())
         rows = {key: (rid, value) for rid, key, value in await conn.execute(
@@ -125,11 +126,17 @@ class Nova:
             instance_extra.c.instance_uuid == uuid, instance_extra.c.deleted == 0).with_for_update())).first()
         return rows, extra
 
-    async def _write_blob(self, conn: AsyncConnection, extra: Any, change: Any) -> None:
-        doc = json.loads(extra.flavor)
-        change(doc)
-        await conn.execute(update(instance_extra).where(instance_extra.c.id == extra.id)
-                           .values(flavor=json.dumps(doc), updated_at=_NOW))
+    async def _change_flavor(self, conn: AsyncConnection, uuid: str, in_blob: Any, in_rows: Any) -> None:
+        """Lock the instance, then change its flavor where it lives now: ``in_blob(doc)`` edits the blob of a
+        migrated instance, ``await in_rows(rows)`` the sysmeta rows of one that is not."""
+        rows, extra = await self._lock(conn, uuid)
+        if extra is not None and extra.flavor is not None:
+            doc = json.loads(extra.flavor)
+            in_blob(doc)
+            await conn.execute(update(instance_extra).where(instance_extra.c.id == extra.id)
+                               .values(flavor=json.dumps(doc), updated_at=_NOW))
+        else:
+            await in_rows(rows)
 
     async def _insert_rows(self, conn: AsyncConnection, uuid: str, rows: list[tuple[str, str | None]]) -> None:
         if rows:
@@ -142,14 +149,15 @@ class Nova:
 
     async def _start(self, conn: AsyncConnection, uuid: str) -> Any:
         target = self._new_flavor()
-        rows, extra = await self._lock(conn, uuid)
-        if extra is not None and extra.flavor is not None:
-            def change(doc: dict[str, Any]) -> None:
-                doc["old"], doc["new"] = doc["cur"], _primitive(target)
-            await self._write_blob(conn, extra, change)
-        else:
+
+        def in_blob(doc: dict[str, Any]) -> None:
+            doc["old"], doc["new"] = doc["cur"], _primitive(target)
+
+        async def in_rows(rows: Rows) -> None:
             current = [(f"old_{k}", v) for k, (_, v) in sorted(rows.items()) if k.startswith("instance_type_")]
             await self._insert_rows(conn, uuid, current + flavor_rows("new_", target, {}, self.rng))
+
+        await self._change_flavor(conn, uuid, in_blob, in_rows)
         await conn.execute(update(instances).where(instances.c.uuid == uuid).values(task_state="resize_migrating"))
 
         def apply() -> None:
@@ -159,18 +167,18 @@ class Nova:
         return apply
 
     async def _finish(self, conn: AsyncConnection, uuid: str) -> Any:
-        rows, extra = await self._lock(conn, uuid)
-        if extra is not None and extra.flavor is not None:
-            def change(doc: dict[str, Any]) -> None:
-                doc["cur"] = doc["new"]
-            await self._write_blob(conn, extra, change)
-        else:
+        def in_blob(doc: dict[str, Any]) -> None:
+            doc["cur"] = doc["new"]
+
+        async def in_rows(rows: Rows) -> None:
             stale = [rid for k, (rid, _) in rows.items() if k.startswith("instance_type_extra_")]
             await self._soft_delete(conn, stale)  # the new flavor has no extra specs
             for key, (rid, _) in rows.items():
                 if key.startswith("instance_type_") and not key.startswith("instance_type_extra_"):
                     await conn.execute(update(sysmeta).where(sysmeta.c.id == rid)
                                        .values(value=rows["new_" + key][1], updated_at=_NOW))
+
+        await self._change_flavor(conn, uuid, in_blob, in_rows)
         await conn.execute(update(instances).where(instances.c.uuid == uuid)
                            .values(task_state=None, vm_state="resized"))
 
@@ -181,13 +189,13 @@ class Nova:
         return apply
 
     async def _confirm(self, conn: AsyncConnection, uuid: str) -> Any:
-        rows, extra = await self._lock(conn, uuid)
-        if extra is not None and extra.flavor is not None:
-            def change(doc: dict[str, Any]) -> None:
-                doc["old"] = doc["new"] = None
-            await self._write_blob(conn, extra, change)
-        else:
+        def in_blob(doc: dict[str, Any]) -> None:
+            doc["old"] = doc["new"] = None
+
+        async def in_rows(rows: Rows) -> None:
             await self._soft_delete(conn, [rid for k, (rid, _) in rows.items() if k.startswith(("old_", "new_"))])
+
+        await self._change_flavor(conn, uuid, in_blob, in_rows)
         await conn.execute(update(instances).where(instances.c.uuid == uuid).values(vm_state="active"))
 
         def apply() -> None:
@@ -198,14 +206,15 @@ class Nova:
 
     async def _edit(self, conn: AsyncConnection, uuid: str) -> Any:
         memory = self.rng.randrange(1, 10**6)
-        rows, extra = await self._lock(conn, uuid)
-        if extra is not None and extra.flavor is not None:
-            def change(doc: dict[str, Any]) -> None:
-                doc["cur"]["nova_object.data"]["memory_mb"] = memory
-            await self._write_blob(conn, extra, change)
-        else:
+
+        def in_blob(doc: dict[str, Any]) -> None:
+            doc["cur"]["nova_object.data"]["memory_mb"] = memory
+
+        async def in_rows(rows: Rows) -> None:
             await conn.execute(update(sysmeta).where(sysmeta.c.id == rows["instance_type_memory_mb"][0])
                                .values(value=str(memory), updated_at=_NOW))
+
+        await self._change_flavor(conn, uuid, in_blob, in_rows)
 
         def apply() -> None:
             cur = self.live[uuid].flavors["cur"]
