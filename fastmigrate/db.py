@@ -7,6 +7,7 @@ database (asyncmy, aiosqlite) so the URL can be pasted as it is.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import ConnectionFailed, SchemaError, UsageError
-from .schema import REQUIRED_COLUMNS, instance_extra, sysmeta
+from .schema import REQUIRED_COLUMNS, REQUIRED_INDEXES, instance_extra, sysmeta
 
 T = TypeVar("T")
 
@@ -137,13 +138,25 @@ def session_settings(server_version: str, statement_timeout: float) -> list[str]
     (1205, retried) well before the budget would cut the statement off (1969, not retried).
     """
     settings = ["SET SESSION group_concat_max_len = 16777216"]
+    mariadb = "mariadb" in server_version.lower()
+    if mariadb and _version(server_version) >= (10, 3, 18):
+        # MariaDB turns an IN list of 1,000 values or more into a join with a temporary table, a plan that
+        # may scan the whole table instead of looking the values up (measured: 0.6 s against 0.08 s for a
+        # batch of 2,000 uuids in 1.9M sysmeta rows). Keep IN lists as index lookups.
+        settings.append("SET SESSION in_predicate_conversion_threshold = 0")
     if statement_timeout > 0:
         settings.append(f"SET SESSION innodb_lock_wait_timeout = {max(1, int(statement_timeout / 2))}")
-        if "mariadb" in server_version.lower():
+        if mariadb:
             settings.append(f"SET SESSION max_statement_time = {statement_timeout:g}")
         else:
             settings.append(f"SET SESSION max_execution_time = {int(statement_timeout * 1000)}")
     return settings
+
+
+def _version(server_version: str) -> tuple[int, ...]:
+    """``'10.11.19-MariaDB-0+deb12u1'`` -> ``(10, 11, 19)`` (also after the ``5.5.5-`` of old handshakes)."""
+    found = re.search(r"(\d+)\.(\d+)\.(\d+)", server_version.removeprefix("5.5.5-"))
+    return tuple(int(n) for n in found.groups()) if found else ()
 
 
 def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False,
@@ -199,10 +212,10 @@ def _sqlite_engine(url: URL, read_only: bool) -> AsyncEngine:
 
 
 async def check_schema(engine: AsyncEngine, label: str) -> None:
-    """Refuse, before any write, a database that lacks the nova tables or columns fastmigrate needs."""
+    """Refuse, before any write, a database that lacks the nova tables, columns or indexes fastmigrate needs."""
     try:
         async with engine.connect() as conn:
-            found = await conn.run_sync(_columns)
+            found, indexes = await conn.run_sync(_columns)
     except DBAPIError as exc:
         raise ConnectionFailed(f"{label}: cannot connect ({_driver_message(exc)}); check host, port, user and "
                                "password in the URL, and that the server is up") from None
@@ -219,6 +232,21 @@ async def check_schema(engine: AsyncEngine, label: str) -> None:
         raise SchemaError(f"{label}: not a nova cell database fastmigrate can migrate: {'; '.join(problems)}. "
                           "Point --db at a nova cell database (the [database]/connection of nova.conf), "
                           "at a schema from Kilo or later")
+    if is_mysql(engine):  # where statements name the indexes
+        problems = [_index_problem(table, name, column, indexes[table])
+                    for table, (name, column) in REQUIRED_INDEXES.items() if name not in indexes[table]]
+        if problems:
+            raise SchemaError(f"{label}: {'; '.join(problems)}; then rerun")
+
+
+def _index_problem(table: str, name: str, column: str, present: dict[str, list[str]]) -> str:
+    # Lookups name the index (FORCE INDEX), so it must exist under nova's name.
+    others = [other for other, columns in present.items() if columns[:1] == [column]]
+    if others:
+        return (f"table {table} indexes {column} as {others[0]}, not as {name} (nova's name, which fastmigrate "
+                f"uses): ALTER TABLE {table} RENAME INDEX {others[0]} TO {name}")
+    return (f"table {table} has no index on {column} (nova's {name}); without it every lookup scans the "
+            f"table: CREATE INDEX {name} ON {table} ({column})")
 
 
 async def global_status(engine: AsyncEngine, names: Iterable[str]) -> dict[str, float]:
@@ -279,10 +307,14 @@ async def check_writable(engine: AsyncEngine, label: str, *, soft_delete: bool) 
             await transaction.rollback()
 
 
-def _columns(sync_conn: Any) -> dict[str, set[str]]:
+def _columns(sync_conn: Any) -> tuple[dict[str, set[str]], dict[str, dict[str, list[str]]]]:
+    """table -> its columns, and table -> {index name: its columns}, for the tables fastmigrate needs."""
     inspector = inspect(sync_conn)
-    present = set(inspector.get_table_names())
-    return {t: {c["name"] for c in inspector.get_columns(t)} for t in REQUIRED_COLUMNS if t in present}
+    present = set(inspector.get_table_names()) & set(REQUIRED_COLUMNS)
+    columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in present}
+    indexes = {t: {str(i["name"]): [str(c) for c in i["column_names"]] for i in inspector.get_indexes(t)}
+               for t in present}
+    return columns, indexes
 
 
 def _driver_message(exc: DBAPIError) -> str:

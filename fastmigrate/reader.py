@@ -17,7 +17,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import statements
-from .schema import instance_extra, instances, sysmeta
+from .schema import EXTRA_UUID_INDEX, instance_extra, instances, sysmeta
 from .transform import Broken, Candidate, SysmetaRow, fingerprint, is_busy
 
 __all__ = [
@@ -93,11 +93,18 @@ _EXTRA_COLUMNS = (instance_extra.c.id.label("extra_id"), instance_extra.c.delete
                   instance_extra.c.flavor.is_not(None).label("has_flavor"))
 
 
+
+
+def _by_uuid(query: Select[Any]) -> Select[Any]:
+    """``query`` reaching instance_extra through its uuid index on MySQL, whatever the statistics say."""
+    return query.with_hint(instance_extra, f"FORCE INDEX ({EXTRA_UUID_INDEX})", "mysql")
+
+
 def _has_blob() -> Any:
     """An instance already migrated: a blob in an instance_extra row nova sees (``choose_extra``'s DONE)."""
     e = instance_extra
-    return (select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
-                                 or_(e.c.deleted == 0, instances.c.deleted != 0)).exists())
+    return _by_uuid(select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
+                                         or_(e.c.deleted == 0, instances.c.deleted != 0))).exists()
 
 
 def _in_scope(query: Select[Any], include_deleted: bool) -> Select[Any]:
@@ -122,7 +129,7 @@ def _page_query(include_deleted: bool, last_id: int, end: int, limit: int) -> Se
     # The LIMIT applies to instances (a derived table), so a page never ends halfway through the
     # extra rows of one instance.
     inner = page.order_by(instances.c.id).limit(limit).subquery("i")
-    return (
+    return _by_uuid(
         select(inner, *_EXTRA_COLUMNS)
         .select_from(inner.outerjoin(instance_extra, instance_extra.c.instance_uuid == inner.c.uuid))
         .order_by(inner.c.id)
@@ -143,7 +150,7 @@ def next_window(window: int, scanned: int, found: int, limit: int, cap: int) -> 
 
 
 def _uuid_query(uuids: Sequence[str], lock: bool) -> Select[Any]:
-    query = (
+    query = _by_uuid(
         select(*_INSTANCE_COLUMNS, *_EXTRA_COLUMNS)
         .select_from(instances.outerjoin(instance_extra, instance_extra.c.instance_uuid == instances.c.uuid))
         .where(instances.c.uuid.in_(uuids))
@@ -222,8 +229,9 @@ async def _sort(conn: AsyncConnection, rows: Sequence[Any], opts: ReadOptions, *
 async def flavor_rows(conn: AsyncConnection, uuids: Sequence[str], include_deleted: bool, *,
                       lock: bool = False) -> dict[str, list[SysmetaRow]]:
     """uuid -> its flavor rows (soft-deleted ones too with ``include_deleted``)."""
-    sql, params = statements.flavor_rows(conn.dialect.paramstyle, uuids, include_deleted,
-                                         lock=lock and conn.dialect.name == "mysql")
+    mysql = conn.dialect.name == "mysql"
+    sql, params = statements.flavor_rows(conn.dialect.paramstyle, uuids, include_deleted, lock=lock and mysql,
+                                         force_index=mysql)
     by_uuid: dict[str, list[SysmetaRow]] = defaultdict(list)
     rows: Any = await conn.exec_driver_sql(sql, params)  # untyped text: rows of (uuid, id, key, value, deleted)
     for row in rows:
@@ -242,7 +250,8 @@ async def fingerprints(conn: AsyncConnection, uuids: Sequence[str], include_dele
     until the transaction ends. Instances with no flavor rows left are absent from the answer."""
     if conn.dialect.name == "mysql":
         sql, params = statements.flavor_rows(conn.dialect.paramstyle, uuids, include_deleted,
-                                             columns=_MYSQL_FINGERPRINT, group=True, lock=True)
+                                             columns=_MYSQL_FINGERPRINT, group=True, lock=True,
+                                             force_index=True)
         rows: Any = await conn.exec_driver_sql(sql, params)  # rows of (uuid, fingerprint)
         return {row[0]: row[1] for row in rows}
     # SQLite: the writer's BEGIN IMMEDIATE already excludes every other writer; hash the rows here.
@@ -253,9 +262,9 @@ async def fingerprints(conn: AsyncConnection, uuids: Sequence[str], include_dele
 async def extras(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, list[ExtraRow]]:
     """The instance_extra rows of these instances, locked (with the index gaps where rows are missing,
     so nobody can insert a second row for them until the transaction ends)."""
-    query = (select(instance_extra.c.instance_uuid, instance_extra.c.id, instance_extra.c.deleted,
-                    instance_extra.c.flavor.is_not(None))
-             .where(instance_extra.c.instance_uuid.in_(uuids)).with_for_update())
+    query = _by_uuid(select(instance_extra.c.instance_uuid, instance_extra.c.id, instance_extra.c.deleted,
+                            instance_extra.c.flavor.is_not(None))
+                     .where(instance_extra.c.instance_uuid.in_(uuids)).with_for_update())
     found: dict[str, list[ExtraRow]] = defaultdict(list)
     for uuid, extra_id, deleted, has_flavor in (await conn.execute(query)):
         found[uuid].append(ExtraRow(extra_id, deleted, bool(has_flavor)))

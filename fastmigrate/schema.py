@@ -11,7 +11,14 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text
 
-__all__ = ["REQUIRED_COLUMNS", "instance_extra", "instances", "metadata", "sysmeta"]
+__all__ = ["EXTRA_UUID_INDEX", "REQUIRED_COLUMNS", "REQUIRED_INDEXES", "SYSMETA_UUID_INDEX", "instance_extra",
+           "instances", "metadata", "sysmeta"]
+
+# The indexes every lookup by instance uuid goes through, by nova's names. Statements on MySQL name them
+# (FORCE INDEX): statistics that are stale (right after a restore, say) must not turn a lookup of a few
+# thousand instances into a scan of the whole table.
+SYSMETA_UUID_INDEX = "instance_uuid"
+EXTRA_UUID_INDEX = "instance_extra_idx"
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8"}
 
@@ -53,7 +60,7 @@ sysmeta = Table(
     Column("key", String(255), nullable=False),
     Column("value", String(255)),
     *_timestamps(),
-    Index("instance_uuid", "instance_uuid"),
+    Index(SYSMETA_UUID_INDEX, "instance_uuid"),
     **_MYSQL,
 )
 
@@ -73,7 +80,7 @@ instance_extra = Table(
     Column("vpmems", Text),
     Column("resources", Text),
     *_timestamps(),
-    Index("instance_extra_idx", "instance_uuid"),  # not unique: nothing but care prevents a second row
+    Index(EXTRA_UUID_INDEX, "instance_uuid"),  # not unique: nothing but care prevents a second row
     **_MYSQL,
 )
 
@@ -82,4 +89,10 @@ REQUIRED_COLUMNS: dict[str, frozenset[str]] = {
     "instances": frozenset({"id", "uuid", "deleted", "vm_state", "task_state"}),
     "instance_system_metadata": frozenset({"id", "instance_uuid", "key", "value", "deleted", "deleted_at"}),
     "instance_extra": frozenset({"id", "instance_uuid", "flavor", "created_at", "updated_at", "deleted"}),
+}
+
+# table -> (index, its first column) that must exist (checked before any write).
+REQUIRED_INDEXES: dict[str, tuple[str, str]] = {
+    "instance_system_metadata": (SYSMETA_UUID_INDEX, "instance_uuid"),
+    "instance_extra": (EXTRA_UUID_INDEX, "instance_uuid"),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from .schema import SYSMETA_UUID_INDEX
 from .transform import KEY_PREFIXES
 
 __all__ = ["blob_update", "flavor_rows", "row_removal", "timestamp"]
@@ -58,13 +59,15 @@ def row_removal(paramstyle: str, ids: Sequence[int], now: datetime, *, soft: boo
 
 
 def flavor_rows(paramstyle: str, uuids: Sequence[str], include_deleted: bool, *, columns: str = "",
-                group: bool = False, lock: bool = False) -> Statement:
+                group: bool = False, lock: bool = False, force_index: bool = False) -> Statement:
     """The flavor rows of these instances: the one filter that the read, the locked re-read and the
-    fingerprint share. ``columns`` replaces the default select list; ``group`` groups by instance."""
+    fingerprint share. ``columns`` replaces the default select list; ``group`` groups by instance;
+    ``force_index`` (MySQL) makes the lookup go through the uuid index whatever the statistics say."""
     mark = _mark(paramstyle)
     select_list = columns or "instance_uuid, id, `key`, value, deleted"
     keys = " OR ".join(f"`key` LIKE {mark} ESCAPE '!'" for _ in _PATTERNS)
-    sql = (f"SELECT {select_list} FROM instance_system_metadata "
+    hint = f" FORCE INDEX ({SYSMETA_UUID_INDEX})" if force_index else ""
+    sql = (f"SELECT {select_list} FROM instance_system_metadata{hint} "
            f"WHERE instance_uuid IN ({', '.join([mark] * len(uuids))}) AND ({keys})")
     if not include_deleted:
         sql += " AND deleted = 0"

@@ -115,11 +115,13 @@ def test_session_settings_give_lock_waits_half_the_budget() -> None:
     from fastmigrate.db import session_settings
 
     assert session_settings("10.11.19-MariaDB-0+deb12u1", 10) == [
-        "SET SESSION group_concat_max_len = 16777216", "SET SESSION innodb_lock_wait_timeout = 5",
-        "SET SESSION max_statement_time = 10"]
+        "SET SESSION group_concat_max_len = 16777216", "SET SESSION in_predicate_conversion_threshold = 0",
+        "SET SESSION innodb_lock_wait_timeout = 5", "SET SESSION max_statement_time = 10"]
+    assert "SET SESSION in_predicate_conversion_threshold = 0" not in session_settings("10.3.17-MariaDB", 10)
     assert session_settings("8.0.36", 2.5)[1:] == [
         "SET SESSION innodb_lock_wait_timeout = 1", "SET SESSION max_execution_time = 2500"]
-    assert session_settings("10.6.1-MariaDB", 0) == ["SET SESSION group_concat_max_len = 16777216"]
+    assert session_settings("5.5.5-10.6.1-MariaDB", 0) == ["SET SESSION group_concat_max_len = 16777216",
+                                                            "SET SESSION in_predicate_conversion_threshold = 0"]
 
 
 @pytest.mark.mariadb

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from fastmigrate import ExitCode, FlavorOptions, migrate_flavors
+from fastmigrate import ExitCode, FlavorOptions, migrate_flavors, reader
 from fastmigrate.fleet import BROKEN_KINDS, FleetSpec, check_fleet, create_fleet
-from fastmigrate.schema import instance_extra, sysmeta
+from fastmigrate.schema import instance_extra, instances, sysmeta
 
 from .conftest import Database
 
@@ -201,6 +201,39 @@ async def test_a_database_without_nova_tables_is_refused_before_any_write(db: Da
     assert result.exit_code == ExitCode.USAGE
     assert "table instance_system_metadata is missing" in result.databases[0].error
     assert "instances lacks column(s) deleted, task_state, vm_state" in result.databases[0].error
+
+
+@pytest.mark.mariadb
+async def test_a_missing_or_renamed_uuid_index_is_refused_with_the_fix(mariadb_db: Database) -> None:
+    fleet = await create_fleet(mariadb_db.engine, FleetSpec(instances=20, seed=2, **CLEAN))
+    before = await mariadb_db.checksum()
+    await mariadb_db.execute("ALTER TABLE instance_system_metadata DROP INDEX instance_uuid")
+    await mariadb_db.execute("ALTER TABLE instance_extra RENAME INDEX instance_extra_idx TO by_uuid")
+    error = (await run(mariadb_db)).databases[0].error
+    assert (await run(mariadb_db)).exit_code == ExitCode.USAGE
+    assert "CREATE INDEX instance_uuid ON instance_system_metadata (instance_uuid)" in error
+    assert "ALTER TABLE instance_extra RENAME INDEX by_uuid TO instance_extra_idx" in error
+    assert await mariadb_db.checksum() == before
+    await mariadb_db.execute("CREATE INDEX instance_uuid ON instance_system_metadata (instance_uuid)")
+    await mariadb_db.execute("ALTER TABLE instance_extra RENAME INDEX by_uuid TO instance_extra_idx")
+    assert (await run(mariadb_db)).exit_code == ExitCode.DONE
+    assert await check_fleet(mariadb_db.engine, fleet) == []
+
+
+@pytest.mark.mariadb
+async def test_a_big_batch_is_looked_up_by_index_not_scanned(mariadb_db: Database) -> None:
+    # MariaDB turns IN lists of 1,000+ values into a join with a temporary table, which it may run as a
+    # scan of the whole table; and stale statistics may prefer a scan too. Neither may happen to a batch.
+    await create_fleet(mariadb_db.engine, FleetSpec(instances=1500, seed=9, **CLEAN))
+    async with mariadb_db.engine.connect() as conn:
+        uuids = list((await conn.execute(select(instances.c.uuid))).scalars())
+        status = "SHOW SESSION STATUS WHERE Variable_name IN ('Handler_read_key', 'Handler_read_rnd_next')"
+        before = dict((await conn.exec_driver_sql(status)).all())
+        rows = await reader.flavor_rows(conn, uuids, include_deleted=False)
+        after = dict((await conn.exec_driver_sql(status)).all())
+    assert len(rows) == 1500
+    delta = {name: int(after[name]) - int(before[name]) for name in after}
+    assert delta == {"Handler_read_key": 1500, "Handler_read_rnd_next": 0}
 
 
 async def test_a_resumed_run_fills_whole_batches(db: Database) -> None:
