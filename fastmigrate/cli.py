@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="read only: instances left, busy and broken, and the rows nova's Liberty blocker "
                               "migration 291 counts (what must be 0 before upgrading past it)")
     flavors.add_argument("--writers", type=_positive, default=_DEFAULTS.writers, metavar="N",
-                         help="concurrent writer transactions per database (default %(default)s)")
+                         help="concurrent writer transactions per database (default: 2 on MySQL/MariaDB, "
+                              "1 on SQLite)")
     flavors.add_argument("--statement-timeout", type=float, default=_DEFAULTS.statement_timeout, metavar="S",
                          help="longest any one statement may run, in seconds, on MySQL/MariaDB (default "
                               "%(default)g; lock waits get half of it and are retried; 0: no limit)")
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                          metavar="N", help="cut a batch when its blobs reach N bytes: small writesets for "
                                            "Galera (default %(default)s)")
     flavors.add_argument("--sleep", type=float, default=_DEFAULTS.sleep, metavar="S",
-                         help="pause S seconds between batches")
+                         help="pause S seconds before each batch but the first")
     flavors.add_argument("--max-rate", type=float, metavar="N", help="migrate at most N instances per second")
     flavors.add_argument("--max-load", metavar="VAR=N[,...]", type=_max_load,
                          help="pause while a server status variable is over its limit, e.g. Threads_running=25 "

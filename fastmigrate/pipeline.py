@@ -44,6 +44,8 @@ class _Run:
     on_batch: Callable[[DatabaseResult], None] | None
     started: float = field(default_factory=time.monotonic)
     galera: GaleraSample | None = None  # the last sample of a Galera node
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)  # writers pass the throttle one at a time
+    started_batches: int = 0
 
     def __post_init__(self) -> None:
         self.result.batch_size = self.cfg.first_batch_size  # now: fixed, or adapted after every transaction
@@ -65,6 +67,8 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
                        stop: asyncio.Event | None = None) -> None:
     """Migrate until done; when ``stop`` is set, commit the batches being written, drop the queued ones
     (they are left as they were, for the next run) and return."""
+    cfg = cfg.for_backend(engine.dialect.name)
+    writers = cfg.writers or 1
     run = _Run(engine, cfg, result, stop or asyncio.Event(), on_batch)
     result.galera = not cfg.dry_run and await galera_enabled(engine)
     pages: Pages = asyncio.Queue(cfg.queue_depth)
@@ -72,8 +76,8 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_read(run, pages))
-            tasks.create_task(_transform(run, pages, batches))
-            for _ in range(cfg.writers):
+            tasks.create_task(_transform(run, pages, batches, writers))
+            for _ in range(writers):
                 tasks.create_task(_write(run, batches))
     except BaseExceptionGroup as failed:
         # One stage failed and the TaskGroup cancelled the others (rolling back what they had in flight):
@@ -111,7 +115,7 @@ async def _read(run: _Run, out: Pages) -> None:
     await out.put(None)
 
 
-async def _transform(run: _Run, inbox: Pages, out: Batches) -> None:
+async def _transform(run: _Run, inbox: Pages, out: Batches, writers: int) -> None:
     # Batches are filled across pages: where most instances are migrated already (a resumed run), a page
     # holds few candidates, and a transaction per page would be mostly overhead.
     cfg, result = run.cfg, run.result
@@ -141,7 +145,7 @@ async def _transform(run: _Run, inbox: Pages, out: Batches) -> None:
         run.tick()
     if batch and not run.stop.is_set():
         await _emit(run, batch, out)
-    for _ in range(cfg.writers):
+    for _ in range(writers):
         await out.put(None)
 
 
@@ -156,11 +160,13 @@ async def _emit(run: _Run, batch: list[Migration], out: Batches) -> None:
 
 async def _write(run: _Run, inbox: Batches) -> None:
     write_opts = run.cfg.write
-    first = True
     while (batch := await inbox.get()) is not None:
         if not run.stop.is_set():
-            await _throttle(run, first)
-            first = False
+            # One writer at a time waits: the pauses asked for are between the run's batches, whichever
+            # writer commits them, and one status sample serves one decision.
+            async with run.gate:
+                await _throttle(run, first=run.started_batches == 0)
+                run.started_batches += 1
         if run.stop.is_set():
             continue
         begun = time.monotonic()

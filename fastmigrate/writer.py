@@ -6,7 +6,8 @@ is about to change and checking it against what was read:
 
 1. the instance's flavor rows, via their fingerprint (a locking read on the ``instance_uuid`` index: under
    REPEATABLE READ its next-key locks also keep anyone from inserting a new flavor row for the instance);
-2. its ``instance_extra`` rows (the same locking read keeps a second row from being inserted).
+2. its ``instance_extra`` row: by primary key, or, for an instance that has none, through the uuid index
+   with its gaps, so that no row can be inserted for it meanwhile (``reader.lock_extras``).
 
 An instance whose rows or extra row changed is re-read right there, under those locks, and transformed
 afresh: it is written from current data or not at all, never half-migrated. Only then come the writes,
@@ -81,7 +82,8 @@ async def _write(conn: AsyncConnection, batch: Sequence[Migration], opts: WriteO
     outcome = BatchOutcome()
     uuids = [m.uuid for m in batch]
     now_prints = await reader.fingerprints(conn, uuids, opts.read.include_deleted)
-    now_extras = await reader.extras(conn, uuids)
+    now_extras = await reader.lock_extras(conn, [m.extra_id for m in batch if m.extra_id is not None],
+                                          [m.uuid for m in batch if m.extra_id is None])
     ready: list[Migration] = []
     stale: list[str] = []
     for m in batch:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from fastmigrate import reader
 from fastmigrate.fleet import FleetSpec, create_fleet
@@ -70,3 +72,40 @@ async def test_changes_after_the_read_are_written_from_fresh_data_or_left_alone(
     assert extra_count[new_extra] == 1 and blobs[new_extra][0] is not None  # nova's row was used, not a second
     for uuid in (resized, grown, new_extra):
         assert uuid not in left
+
+
+@pytest.mark.mariadb
+async def test_writers_lock_gaps_only_where_they_may_insert(mariadb_db: Database) -> None:
+    # Concurrent writers deadlock when each inserts an instance_extra row into an index gap the other locked.
+    # A batch's known rows are therefore locked alone (by primary key); only an instance without a row has
+    # the gap around its uuid locked, which keeps nova from inserting a row for it meanwhile.
+    await create_fleet(mariadb_db.engine, FleetSpec(instances=30, seed=4, without_extra=0.0, busy=0.0, deleted=0.0))
+    async with mariadb_db.engine.connect() as conn:
+        rows = (await conn.execute(select(instance_extra.c.id, instance_extra.c.instance_uuid)
+                                   .order_by(instance_extra.c.instance_uuid))).all()
+    ids = [extra_id for extra_id, _ in rows]
+    low, high = rows[10][1], rows[11][1]
+    between = low[:-1] + chr(ord(low[-1]) + 1)  # sorts right after a locked uuid, before the next one
+    assert low < between < high
+
+    async def insert_from_another_session() -> str:
+        async with mariadb_db.engine.connect() as other:
+            await other.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+            try:
+                await other.exec_driver_sql("INSERT INTO instance_extra (instance_uuid, deleted) VALUES (%s, 0)",
+                                            (between,))
+            except DBAPIError as exc:
+                return str(exc.orig)
+            finally:
+                await other.rollback()
+            return "inserted"
+
+    async with mariadb_db.engine.begin() as conn:
+        found = await reader.lock_extras(conn, ids, [])
+        assert sorted(e.id for extras in found.values() for e in extras) == sorted(ids)
+        assert await insert_from_another_session() == "inserted"
+        await conn.rollback()
+    async with mariadb_db.engine.begin() as conn:
+        assert await reader.lock_extras(conn, [], [between]) == {}
+        assert "1205" in await insert_from_another_session()  # lock wait timeout: the gap is held
+        await conn.rollback()
