@@ -78,8 +78,12 @@ def _password_of(text: str) -> str:
 
 
 def mask(url: URL | str) -> str:
-    url = make_url(url) if isinstance(url, str) else url
-    return url.render_as_string(hide_password=True)
+    """The URL with its password shown as ***. A URL given as text without a password comes back exactly as
+    written (re-rendered, SQLite's ``file:`` URIs would read ``file%3A``)."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if isinstance(url, str) and parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:

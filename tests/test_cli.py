@@ -81,6 +81,15 @@ def test_unreachable_server_exits_2_and_never_shows_the_password(capsys: pytest.
     assert doc["databases"][0]["database"] == "mysql+pymysql://nova:***@127.0.0.1:1/nova"
 
 
+@pytest.mark.pure
+def test_labels_mask_passwords_and_keep_the_rest_as_written() -> None:
+    from fastmigrate.db import mask
+
+    assert mask("mysql+pymysql://nova:s3cr%40t@db/nova?charset=utf8") == "mysql+pymysql://nova:***@db/nova?charset=utf8"
+    assert mask("sqlite:///file:/srv/nova.db?mode=ro&uri=true") == "sqlite:///file:/srv/nova.db?mode=ro&uri=true"
+    assert mask("mysql+pymysql://nova@db/nova") == "mysql+pymysql://nova@db/nova"
+
+
 def test_nova_conf_urls_work_as_pasted() -> None:
     from fastmigrate.db import normalize_url
 
