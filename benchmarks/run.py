@@ -5,10 +5,10 @@ side by side on the same generated fleets, with results as JSON, a section of BE
 
 For each size N: a pristine fleet ``fm_pristine_N`` is generated inside MariaDB once (kept between runs;
 ``--regenerate`` rebuilds it) and copied into ``fm_work`` before every contender, so each one starts from
-the same state. fastmigrate runs as the operator runs it (``fastmigrate flavors --json``, a child process
-whose peak RSS comes from ``wait4``); mariadbd's CPU seconds come from ``/proc``. Every contender's result
-is checked against the generator's oracle. The figures that matter are the ratios within one run: the
-machine is shared and its speed drifts between runs.
+the same state. fastmigrate runs as the operator runs it (``fastmigrate flavors --json``), started through
+``benchmarks.measure``, which reports its own peak RSS and CPU time; mariadbd's CPU seconds come from
+``/proc``. Every contender's result is checked against the generator's oracle. The figures that matter are
+the ratios within one run: the machine is shared and its speed drifts between runs.
 """
 
 from __future__ import annotations
@@ -90,21 +90,24 @@ def _measure(server: URL, n: int, args: argparse.Namespace) -> dict[str, Any]:
 
     _restore(server, pristine)
     cpu = _mariadbd_cpu()
-    command = [sys.executable, "-m", "fastmigrate", "flavors", "--db", work.render_as_string(hide_password=False),
+    usage_file = Path(args.out).with_suffix(".usage.json")
+    command = [sys.executable, "-m", "benchmarks.measure", str(usage_file),
+               sys.executable, "-m", "fastmigrate", "flavors", "--db", work.render_as_string(hide_password=False),
                "--json", *args.fastmigrate_args.split()]
     began = time.monotonic()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE)
-    out = child.stdout.read() if child.stdout else b""
-    _, status, usage = os.wait4(child.pid, 0)
+    out = subprocess.run(command, stdout=subprocess.PIPE, cwd=ROOT, check=False).stdout
     wall = time.monotonic() - began
+    usage = json.loads(usage_file.read_text())
+    usage_file.unlink()
     db = json.loads(out)["databases"][0]
     row["fastmigrate"] = {
         "wall_seconds": round(wall, 2), "pipeline_seconds": db["seconds"], "migrated": db["migrated"],
         "instances_per_second": round(db["migrated"] / wall, 1),
-        "rows_per_second": round(db["sysmeta_rows_removed"] / wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "mariadbd_cpu_seconds": _since(cpu),
+        "rows_per_second": round(db["sysmeta_rows_removed"] / wall, 1),
+        "peak_rss_mb": round(usage["peak_rss_kb"] / 1024, 1), "cpu_seconds": round(usage["cpu_seconds"], 2),
+        "mariadbd_cpu_seconds": _since(cpu),
         "transactions": db["transactions"], "retries": db["retries"], "batch_size": db["batch_size"],
-        "exit_code": os.waitstatus_to_exitcode(status),
+        "exit_code": usage["exit_code"],
         "check_problems": len(asyncio.run(_async(work, lambda e: check_fleet(e, fleet)))),
     }
     print(f"  fastmigrate {row['fastmigrate']}", flush=True)
