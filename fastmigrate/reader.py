@@ -29,6 +29,7 @@ __all__ = [
     "choose_extra",
     "count_blockers",
     "count_pending",
+    "extra_by_uuid",
     "fingerprints",
     "flavor_rows",
     "load",
@@ -93,9 +94,7 @@ _EXTRA_COLUMNS = (instance_extra.c.id.label("extra_id"), instance_extra.c.delete
                   instance_extra.c.flavor.is_not(None).label("has_flavor"))
 
 
-
-
-def _by_uuid(query: Select[Any]) -> Select[Any]:
+def extra_by_uuid(query: Select[Any]) -> Select[Any]:
     """``query`` reaching instance_extra through its uuid index on MySQL, whatever the statistics say."""
     return query.with_hint(instance_extra, f"FORCE INDEX ({EXTRA_UUID_INDEX})", "mysql")
 
@@ -103,7 +102,7 @@ def _by_uuid(query: Select[Any]) -> Select[Any]:
 def _has_blob() -> Any:
     """An instance already migrated: a blob in an instance_extra row nova sees (``choose_extra``'s DONE)."""
     e = instance_extra
-    return _by_uuid(select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
+    return extra_by_uuid(select(e.c.id).where(e.c.instance_uuid == instances.c.uuid, e.c.flavor.is_not(None),
                                          or_(e.c.deleted == 0, instances.c.deleted != 0))).exists()
 
 
@@ -129,7 +128,7 @@ def _page_query(include_deleted: bool, last_id: int, end: int, limit: int) -> Se
     # The LIMIT applies to instances (a derived table), so a page never ends halfway through the
     # extra rows of one instance.
     inner = page.order_by(instances.c.id).limit(limit).subquery("i")
-    return _by_uuid(
+    return extra_by_uuid(
         select(inner, *_EXTRA_COLUMNS)
         .select_from(inner.outerjoin(instance_extra, instance_extra.c.instance_uuid == inner.c.uuid))
         .order_by(inner.c.id)
@@ -150,7 +149,7 @@ def next_window(window: int, scanned: int, found: int, limit: int, cap: int) -> 
 
 
 def _uuid_query(uuids: Sequence[str], lock: bool) -> Select[Any]:
-    query = _by_uuid(
+    query = extra_by_uuid(
         select(*_INSTANCE_COLUMNS, *_EXTRA_COLUMNS)
         .select_from(instances.outerjoin(instance_extra, instance_extra.c.instance_uuid == instances.c.uuid))
         .where(instances.c.uuid.in_(uuids))
@@ -277,7 +276,7 @@ async def lock_extras(conn: AsyncConnection, ids: Sequence[int], uuids: Sequence
         queries.append(select(*columns).where(e.c.id.in_(ids)).with_for_update()
                        .with_hint(e, "FORCE INDEX (PRIMARY)", "mysql"))
     if uuids:
-        queries.append(_by_uuid(select(*columns).where(e.c.instance_uuid.in_(uuids)).with_for_update()))
+        queries.append(extra_by_uuid(select(*columns).where(e.c.instance_uuid.in_(uuids)).with_for_update()))
     for query in queries:
         for uuid, extra_id, deleted, has_flavor in (await conn.execute(query)):
             found[uuid].append(ExtraRow(extra_id, deleted, bool(has_flavor)))

@@ -127,8 +127,8 @@ def instance_problems(instance_deleted: bool, extras: Sequence[tuple[int, str | 
 
 
 async def _extras(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, list[tuple[int, str | None]]]:
-    query = select(instance_extra.c.instance_uuid, instance_extra.c.deleted, instance_extra.c.flavor).where(
-        instance_extra.c.instance_uuid.in_(uuids))
+    query = reader.extra_by_uuid(select(instance_extra.c.instance_uuid, instance_extra.c.deleted,
+                                        instance_extra.c.flavor).where(instance_extra.c.instance_uuid.in_(uuids)))
     found: dict[str, list[tuple[int, str | None]]] = defaultdict(list)
     for row in await conn.execute(query):
         found[row.instance_uuid].append((row.deleted, row.flavor))
