@@ -47,20 +47,20 @@ async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = Fla
     secrets = [url.password for url in urls]
     # Labels show the URL as the operator wrote it (driver and all), password masked.
     results = [DatabaseResult(database=mask(text), dry_run=options.dry_run) for text in databases]
-    settings = [options.for_backend(url.get_backend_name()) for url in urls]
-    engines = [connect_engine(url, pool_size=(o.writers or 1) + 1, read_only=o.dry_run,
-                              statement_timeout=o.statement_timeout) for url, o in zip(urls, settings)]
+    engines = [connect_engine(url, pool_size=options.writers_on(url.get_backend_name()) + 1,
+                              read_only=options.dry_run, statement_timeout=options.statement_timeout)
+               for url in urls]
     try:
         # Every database is checked before any is written to: one that is no nova database stops them all
         # (the command line is wrong); one that cannot be reached is reported and the others go on.
-        await asyncio.gather(*(guarded(_check(e, o, r), r, secrets) for e, o, r in zip(engines, settings, results)))
+        await asyncio.gather(*(guarded(_check(e, options, r), r, secrets) for e, r in zip(engines, results)))
         if any(r.error_code == ExitCode.USAGE for r in results):
             for r in results:
                 if r.error is None:
                     r.error, r.error_code = "not started: another --db is invalid (see its error)", ExitCode.FAILED
         else:
-            await asyncio.gather(*(guarded(_migrate(e, o, r, on_progress, stop, _status), r, secrets)
-                                   for e, o, r in zip(engines, settings, results) if r.error is None))
+            await asyncio.gather(*(guarded(_migrate(e, options, r, on_progress, stop, _status), r, secrets)
+                                   for e, r in zip(engines, results) if r.error is None))
     finally:
         await asyncio.gather(*(e.dispose() for e in engines))
     return RunResult(databases=results, dry_run=options.dry_run, command="status" if _status else "flavors")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from .errors import UsageError
@@ -25,7 +24,7 @@ class FlavorOptions:
     include_deleted: bool = False  # also migrate soft-deleted instances
     soft_delete: bool = False  # soft-delete the replaced rows (deleted = id) instead of deleting them
     dry_run: bool = False  # read and report, write nothing
-    writers: int | None = None  # concurrent writer transactions per database; None: see for_backend()
+    writers: int | None = None  # concurrent writer transactions per database; None: see writers_on()
     queue_depth: int = 2  # batches waiting between two stages
     statement_timeout: float = 10.0  # seconds any one statement may run (MySQL/MariaDB); 0: no limit
     max_transaction_bytes: int = 4 << 20  # a batch is cut when its blobs reach this size (Galera writesets)
@@ -72,13 +71,13 @@ class FlavorOptions:
         if self.max_count is not None and (not isinstance(self.max_count, int) or self.max_count < 1):
             raise UsageError(f"--max-count must be a whole number of at least 1, not {self.max_count!r}")
 
-    def for_backend(self, backend: str) -> FlavorOptions:
-        """These options with the defaults that depend on the database filled in: two writers on
-        MySQL/MariaDB (one's statements run while the other's batch is built: measured 14% faster at 100k);
-        one on SQLite, which lets one transaction write at a time anyway."""
+    def writers_on(self, backend: str) -> int:
+        """Writers for a database of this backend: ``writers`` if given; else two on MySQL/MariaDB (one's
+        statements run while the other's batch is built: measured 14% faster at 100k), one on SQLite, which
+        lets one transaction write at a time anyway."""
         if self.writers is not None:
-            return self
-        return dataclasses.replace(self, writers=1 if backend == "sqlite" else 2)
+            return self.writers
+        return 1 if backend == "sqlite" else 2
 
     @property
     def adaptive(self) -> bool:

@@ -46,8 +46,10 @@ class _Run:
     galera: GaleraSample | None = None  # the last sample of a Galera node
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)  # writers pass the throttle one at a time
     started_batches: int = 0
+    writers: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.writers = self.cfg.writers_on(self.engine.dialect.name)
         self.result.batch_size = self.cfg.first_batch_size  # now: fixed, or adapted after every transaction
 
     def tick(self) -> None:
@@ -67,8 +69,6 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
                        stop: asyncio.Event | None = None) -> None:
     """Migrate until done; when ``stop`` is set, commit the batches being written, drop the queued ones
     (they are left as they were, for the next run) and return."""
-    cfg = cfg.for_backend(engine.dialect.name)
-    writers = cfg.writers or 1
     run = _Run(engine, cfg, result, stop or asyncio.Event(), on_batch)
     result.galera = not cfg.dry_run and await galera_enabled(engine)
     pages: Pages = asyncio.Queue(cfg.queue_depth)
@@ -76,8 +76,8 @@ async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: Database
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_read(run, pages))
-            tasks.create_task(_transform(run, pages, batches, writers))
-            for _ in range(writers):
+            tasks.create_task(_transform(run, pages, batches))
+            for _ in range(run.writers):
                 tasks.create_task(_write(run, batches))
     except BaseExceptionGroup as failed:
         # One stage failed and the TaskGroup cancelled the others (rolling back what they had in flight):
@@ -115,7 +115,7 @@ async def _read(run: _Run, out: Pages) -> None:
     await out.put(None)
 
 
-async def _transform(run: _Run, inbox: Pages, out: Batches, writers: int) -> None:
+async def _transform(run: _Run, inbox: Pages, out: Batches) -> None:
     # Batches are filled across pages: where most instances are migrated already (a resumed run), a page
     # holds few candidates, and a transaction per page would be mostly overhead.
     cfg, result = run.cfg, run.result
@@ -145,7 +145,7 @@ async def _transform(run: _Run, inbox: Pages, out: Batches, writers: int) -> Non
         run.tick()
     if batch and not run.stop.is_set():
         await _emit(run, batch, out)
-    for _ in range(writers):
+    for _ in range(run.writers):
         await out.put(None)
 
 

@@ -78,9 +78,9 @@ def test_next_batch_size_converges() -> None:
 def test_batch_size_options() -> None:
     assert FlavorOptions().adaptive and FlavorOptions().first_batch_size == 500
     assert FlavorOptions(min_batch_size=1000, max_batch_size=2000).first_batch_size == 1000
-    assert FlavorOptions().for_backend("mysql").writers == 2
-    assert FlavorOptions().for_backend("sqlite").writers == 1
-    assert FlavorOptions(writers=3).for_backend("sqlite").writers == 3
+    assert FlavorOptions().writers_on("mysql") == 2
+    assert FlavorOptions().writers_on("sqlite") == 1
+    assert FlavorOptions(writers=3).writers_on("sqlite") == 3
     fixed = FlavorOptions(batch_size=70)
     assert not fixed.adaptive and fixed.first_batch_size == 70
     for bad in (dict(min_batch_size=600, max_batch_size=500), dict(target_seconds=0), dict(max_batch_size=0)):
