@@ -45,7 +45,7 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     galera: GaleraSample | None = None  # the last sample of a Galera node
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)  # writers pass the throttle one at a time
-    started_batches: int = 0
+    admitted: int = 0  # instances in the batches let past the throttle: written or being written
     writers: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -165,8 +165,8 @@ async def _write(run: _Run, inbox: Batches) -> None:
             # One writer at a time waits: the pauses asked for are between the run's batches, whichever
             # writer commits them, and one status sample serves one decision.
             async with run.gate:
-                await _throttle(run, first=run.started_batches == 0)
-                run.started_batches += 1
+                await _throttle(run)
+                run.admitted += len(batch)
         if run.stop.is_set():
             continue
         begun = time.monotonic()
@@ -176,12 +176,14 @@ async def _write(run: _Run, inbox: Batches) -> None:
         run.tick()
 
 
-async def _throttle(run: _Run, first: bool) -> None:
+async def _throttle(run: _Run) -> None:
     """Wait as --sleep, --max-rate and --max-load ask, and on Galera while flow control is active or the
     receive queue is long, before a batch; a stop ends any wait at once."""
     cfg, result = run.cfg, run.result
-    wait = rate_pause(result.migrated, time.monotonic() - run.started, cfg.max_rate)
-    if not first:
+    # --max-rate counts what is admitted, not what is committed: with several writers, batches in flight
+    # would otherwise all start at once and the run would go faster than asked.
+    wait = rate_pause(run.admitted, time.monotonic() - run.started, cfg.max_rate)
+    if run.admitted:  # not before the first batch
         wait = max(wait, cfg.sleep)
     if wait > 0:
         result.throttled_seconds += await _pause(wait, run.stop)
