@@ -61,12 +61,16 @@ async def test_a_stop_commits_what_is_in_flight_and_starts_nothing_more(db: Data
 @pytest.mark.slow
 async def test_sigterm_to_the_cli(sqlite_db: Database) -> None:
     fleet = await create_fleet(sqlite_db.engine, FleetSpec(instances=10_000, seed=53, **CLEAN))
+    # --max-rate keeps each run going for many seconds (10,000 instances at 500/s): the signals must reach
+    # a run in progress, even when a busy machine stalls this test's polling reads for a while.
     proc = subprocess.Popen([sys.executable, "-m", "fastmigrate", "flavors", "--db", sqlite_db.url,
-                             "--batch-size", "25", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--batch-size", "25", "--max-rate", "500", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not await sqlite_db.scalar("SELECT COUNT(*) FROM instance_extra WHERE flavor IS NOT NULL"):
         assert time.monotonic() < deadline and proc.poll() is None
         await asyncio.sleep(0.05)
+    assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.to_thread(proc.communicate, timeout=120)
     assert proc.returncode == ExitCode.MORE, err
@@ -78,11 +82,13 @@ async def test_sigterm_to_the_cli(sqlite_db: Database) -> None:
 
     # Twice: the batches in flight are rolled back, not committed.
     proc = subprocess.Popen([sys.executable, "-m", "fastmigrate", "flavors", "--db", sqlite_db.url,
-                             "--batch-size", "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--batch-size", "25", "--max-rate", "500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     blobs = "SELECT COUNT(*) FROM instance_extra WHERE flavor IS NOT NULL"
     while await sqlite_db.scalar(blobs) == migrated:
         assert time.monotonic() < deadline and proc.poll() is None
         await asyncio.sleep(0.05)
+    assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     await asyncio.sleep(0.01)
     proc.send_signal(signal.SIGINT)
