@@ -9,12 +9,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Coroutine, Sequence
-from typing import Any, NoReturn, TextIO, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, NoReturn, TextIO, TypeVar
 
+from .db import DATABASE_ERRORS
 from .errors import FastmigrateError, UsageError
 from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
+from .placement import PlacementOptions
 from .report import format_progress, format_table, format_verify, to_json, verify_json
 from .results import DatabaseResult, ExitCode, RunResult
 from .throttle import parse_max_load
@@ -23,7 +25,9 @@ from .verify import verify_flavors
 __all__ = ["main"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 _DEFAULTS = FlavorOptions()
+_PLACEMENT = PlacementOptions()
 
 EXIT_CODES = """exit codes:
   0    nothing left that can be migrated
@@ -123,12 +127,78 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--include-deleted", action="store_true", help="also verify soft-deleted instances")
     verify.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
+    _placement_parser(commands)
+
     demo = commands.add_parser("demo", help="generate a demo fleet in SQLite, migrate it and check the result")
     demo.add_argument("--instances", type=_positive, default=20_000, metavar="N",
                       help="instances in the demo fleet (default %(default)s)")
     demo.add_argument("--path", default="demo-fleet.db", help="the SQLite file to (re)create (default %(default)s)")
     demo.add_argument("--broken", type=int, default=0, metavar="N", help="plant N broken instances")
     return parser
+
+
+PLACEMENT_EXIT_CODES = """exit codes:
+  0    done (verify: both sides equal)
+  2    needs intervention or failed: a target that already holds placement data (see --replace), a lost database
+  3    verify: differences found (the key ranges are listed; run sync)
+  127  invalid usage or input (bad URL, not a nova_api database, --from and --to the same)"""
+
+
+def _placement_parser(commands: Any) -> None:
+    placement = commands.add_parser(
+        "placement", help="copy placement's tables from nova_api into a placement database, sync, verify",
+        description="Move placement out of nova_api with a short outage: `copy` while nova runs, `sync` during "
+                    "the outage (only what changed), `verify` before starting placement.")
+    steps = placement.add_subparsers(dest="step", required=True, parser_class=_Parser)
+    helps = {
+        "copy": "create placement's schema in an empty target (stamped b4ed3a175331) and copy the 11 tables, "
+                "several at once, while nova keeps running",
+        "sync": "compare both sides chunk by chunk (checksums computed in each server) and re-copy only the rows "
+                "that differ, rows deleted at the source included; repeatable",
+        "verify": "compare row counts and chunk checksums of every table; change nothing",
+    }
+    for step, text in helps.items():
+        sub = steps.add_parser(step, help=text, description=text[0].upper() + text[1:] + ".",
+                               epilog=PLACEMENT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--from", dest="source", required=True, metavar="URL",
+                         help="the nova_api database ([api_database]/connection in nova.conf)")
+        sub.add_argument("--to", dest="target", required=True, metavar="URL",
+                         help="the placement database ([placement_database]/connection in placement.conf)")
+        sub.add_argument("--chunk-size", type=_positive, default=_PLACEMENT.chunk_size, metavar="N",
+                         help="rows per chunk: one transaction of a copy, one checksum (default %(default)s)")
+        sub.add_argument("--parallel", type=_positive, default=_PLACEMENT.parallel, metavar="N",
+                         help="tables worked on at once (default %(default)s)")
+        sub.add_argument("--statement-timeout", type=float, default=0, metavar="S",
+                         help="longest any one statement may run, in seconds (default: the server's limit)")
+        if step == "copy":
+            sub.add_argument("--replace", action="store_true",
+                             help="empty a target that already holds placement data and copy again (stop "
+                                  "placement first; the schema and its alembic revision are kept)")
+        sub.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def _placement(args: argparse.Namespace) -> int:
+    from .placement import PlacementRun, copy_placement, sync_placement, verify_placement
+    from .placement.report import format_placement, format_placement_progress, placement_json
+
+    options = PlacementOptions(chunk_size=args.chunk_size, parallel=args.parallel,
+                               replace=getattr(args, "replace", False), statement_timeout=args.statement_timeout)
+    command = {"copy": copy_placement, "sync": sync_placement, "verify": verify_placement}[args.step]
+    began = time.monotonic()
+    progress: _Progress[PlacementRun] | None = None if args.json else _Progress(
+        sys.stderr, lambda run: format_placement_progress(run, time.monotonic() - began))
+    try:
+        run = _run(command(args.source, args.target, options, on_progress=progress))
+    except DATABASE_ERRORS as exc:
+        # Every chunk is its own transaction and idempotent: what was committed stays, a rerun goes on.
+        text = str(getattr(exc, "orig", None) or exc)
+        raise FastmigrateError(f"placement {args.step} failed: {text}; committed chunks are kept: rerun "
+                               f"(after a failed copy: `placement sync`, or `copy --replace`)") from None
+    finally:
+        if progress:
+            progress.close()
+    sys.stdout.write(placement_json(run) if args.json else format_placement(run))
+    return int(run.exit_code)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -139,19 +209,20 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-class _Progress:
-    """One updating line per database on a terminal, at most twice a second; silent otherwise."""
+class _Progress(Generic[R]):
+    """One updating line on a terminal, ``render(result)``, at most twice a second; silent otherwise."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, render: Callable[[R], str]) -> None:
         self.stream = stream
+        self.render = render
         self.enabled = stream.isatty()
         self.last = 0.0
 
-    def __call__(self, db: DatabaseResult) -> None:
+    def __call__(self, result: R) -> None:
         now = time.monotonic()
         if self.enabled and now - self.last >= 0.5:
             self.last = now
-            self.stream.write("\r\x1b[2K" + format_progress(db))
+            self.stream.write("\r\x1b[2K" + self.render(result))
             self.stream.flush()
 
     def close(self) -> None:
@@ -160,7 +231,7 @@ class _Progress:
             self.stream.flush()
 
 
-async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _Progress | None,
+async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _Progress[DatabaseResult] | None,
                    status: bool) -> RunResult:
     """migrate_flavors with signal handling: the first SIGINT/SIGTERM lets the batches being written commit
     and starts nothing more (exit 1, with the summary); a second one cancels, rolling them back."""
@@ -198,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             return _run(run_demo(args.path, args.instances, args.broken, out=sys.stdout))
+        if args.command == "placement":
+            return _placement(args)
         if args.command == "verify":
             checked = _run(verify_flavors(args.db, include_deleted=args.include_deleted))
             sys.stdout.write(verify_json(checked) if args.json else format_verify(checked))
@@ -211,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 max_transaction_bytes=args.max_transaction_bytes, sleep=args.sleep,
                                 max_rate=args.max_rate, max_load=args.max_load or (),
                                 max_flow_control=args.max_flow_control, max_recv_queue=args.max_recv_queue)
-        progress = _Progress(sys.stderr) if not args.json else None
+        progress = _Progress(sys.stderr, format_progress) if not args.json else None
         try:
             result = _run(_flavors(args.db, options, progress, args.status))
         except asyncio.CancelledError:

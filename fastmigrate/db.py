@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from asyncmy.errors import MySQLError
@@ -36,6 +36,8 @@ __all__ = [
     "mask",
     "mysql_errno",
     "normalize_url",
+    "read_catalog",
+    "schema_problems",
     "session_settings",
     "retrying",
     "scrub",
@@ -164,9 +166,10 @@ def _version(server_version: str) -> tuple[int, ...]:
 
 
 def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False,
-                   statement_timeout: float = 0) -> AsyncEngine:
+                   statement_timeout: float = 0, settings: Sequence[str] = ()) -> AsyncEngine:
     """An engine for ``url``. ``read_only`` (dry runs) makes the server refuse any write on its sessions;
-    ``statement_timeout`` (seconds, 0 for none) is the longest any statement may run on MySQL/MariaDB."""
+    ``statement_timeout`` (seconds, 0 for none) is the longest any statement may run on MySQL/MariaDB;
+    ``settings`` are more SET statements for every MySQL session."""
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, read_only)
     engine = create_async_engine(
@@ -184,7 +187,7 @@ def connect_engine(url: URL, *, pool_size: int = 4, read_only: bool = False,
     def _session(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("SELECT VERSION()")
-        for statement in session_settings(cursor.fetchone()[0], statement_timeout):
+        for statement in [*session_settings(cursor.fetchone()[0], statement_timeout), *settings]:
             cursor.execute(statement)
         if read_only:
             cursor.execute("SET SESSION TRANSACTION READ ONLY")
@@ -217,21 +220,8 @@ def _sqlite_engine(url: URL, read_only: bool) -> AsyncEngine:
 
 async def check_schema(engine: AsyncEngine, label: str) -> None:
     """Refuse, before any write, a database that lacks the nova tables, columns or indexes fastmigrate needs."""
-    try:
-        async with engine.connect() as conn:
-            found, indexes = await conn.run_sync(_columns)
-    except DBAPIError as exc:
-        raise ConnectionFailed(f"{label}: cannot connect ({_driver_message(exc)}); check host, port, user and "
-                               "password in the URL, and that the server is up") from None
-    except OSError as exc:
-        raise ConnectionFailed(f"{label}: cannot connect ({exc}); check host and port, and that the server "
-                               "is up") from None
-    problems = []
-    for table, needed in REQUIRED_COLUMNS.items():
-        if table not in found:
-            problems.append(f"table {table} is missing")
-        elif missing := sorted(needed - found[table]):
-            problems.append(f"table {table} lacks column(s) {', '.join(missing)}")
+    found, indexes = await read_catalog(engine, label, REQUIRED_COLUMNS)
+    problems = schema_problems(found, REQUIRED_COLUMNS)
     if problems:
         raise SchemaError(f"{label}: not a nova cell database fastmigrate can migrate: {'; '.join(problems)}. "
                           "Point --db at a nova cell database (the [database]/connection of nova.conf), "
@@ -241,6 +231,17 @@ async def check_schema(engine: AsyncEngine, label: str) -> None:
                     for table, (name, column) in REQUIRED_INDEXES.items() if name not in indexes[table]]
         if problems:
             raise SchemaError(f"{label}: {'; '.join(problems)}; then rerun")
+
+
+def schema_problems(found: dict[str, set[str]], required: Mapping[str, Iterable[str]]) -> list[str]:
+    """What ``found`` (``read_catalog``'s columns) lacks of ``required`` (table -> columns), table by table."""
+    problems = []
+    for table, needed in required.items():
+        if table not in found:
+            problems.append(f"table {table} is missing")
+        elif missing := sorted(set(needed) - found[table]):
+            problems.append(f"table {table} lacks column(s) {', '.join(missing)}")
+    return problems
 
 
 def _index_problem(table: str, name: str, column: str, present: dict[str, list[str]]) -> str:
@@ -311,10 +312,27 @@ async def check_writable(engine: AsyncEngine, label: str, *, soft_delete: bool) 
             await transaction.rollback()
 
 
-def _columns(sync_conn: Any) -> tuple[dict[str, set[str]], dict[str, dict[str, list[str]]]]:
-    """table -> its columns, and table -> {index name: its columns}, for the tables fastmigrate needs."""
+Catalog = tuple[dict[str, set[str]], dict[str, dict[str, list[str]]]]
+
+
+async def read_catalog(engine: AsyncEngine, label: str, tables: Iterable[str]) -> Catalog:
+    """Of ``tables``, those the database has: table -> its columns, and table -> {index name: its columns}.
+    The first contact with a database: a failure to connect becomes a message that says what to check."""
+    wanted = set(tables)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync_conn: _columns(sync_conn, wanted))
+    except DBAPIError as exc:
+        raise ConnectionFailed(f"{label}: cannot connect ({_driver_message(exc)}); check host, port, user and "
+                               "password in the URL, and that the server is up") from None
+    except OSError as exc:
+        raise ConnectionFailed(f"{label}: cannot connect ({exc}); check host and port, and that the server "
+                               "is up") from None
+
+
+def _columns(sync_conn: Any, tables: set[str]) -> Catalog:
     inspector = inspect(sync_conn)
-    present = set(inspector.get_table_names()) & set(REQUIRED_COLUMNS)
+    present = set(inspector.get_table_names()) & tables
     columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in present}
     indexes = {t: {str(i["name"]): [str(c) for c in i["column_names"]] for i in inspector.get_indexes(t)}
                for t in present}

@@ -127,3 +127,10 @@ async def _database(backend: str, tmp_path: Any, name: str) -> AsyncIterator[Dat
         async with admin.begin() as conn:
             await conn.execute(text(f"DROP DATABASE IF EXISTS {schema}"))
         await admin.dispose()
+
+
+@pytest.fixture
+async def mariadb_target(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Database]:
+    """A second fresh MariaDB database, for commands that copy from one database into another."""
+    async for database in _database("mariadb", tmp_path, request.node.name + "-target"):
+        yield database

@@ -1,0 +1,393 @@
+"""copy, sync and verify: placement's 11 tables from nova_api into a placement database.
+
+How the three divide the outage:
+
+- ``copy`` runs while nova still runs: chunks of ``chunk_size`` rows in key order, read from the source in
+  autocommit (no snapshot held open) and written to the target one transaction per chunk, several tables at
+  once. The result is not a consistent snapshot (the source keeps changing); it is most of the data, in place.
+- ``sync`` runs again, during the outage, when placement's writers are stopped: it compares the two sides
+  chunk by chunk with checksums computed in each server and re-copies only what differs, row by row (rows
+  deleted at the source are deleted). Little changed, little to do.
+- ``verify`` compares the same checksums and changes nothing: exit 0 when equal, 3 with the differing ranges.
+
+Every write is idempotent: a copy chunk replaces its key range (DELETE of the range, then INSERT, in one
+transaction), so a chunk retried after a lost connection, whose commit may or may not have happened, is
+written once. Target sessions run with ``NO_AUTO_VALUE_ON_ZERO`` (the VCPU resource class is id 0 in an
+extracted placement) and without foreign-key checks (self-referencing provider trees; tables copied
+concurrently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..db import connect_engine, mask, normalize_url, read_catalog, retrying, schema_problems
+from ..errors import FastmigrateError, SchemaError, UsageError
+from . import statements
+from .results import PlacementRun, TableResult
+from .schema import ALEMBIC_VERSION, COPY_ORDER, INITIAL_REVISION, SPECS, TableSpec, placement_metadata
+from .statements import Key
+
+__all__ = ["PlacementOptions", "TargetNotEmpty", "copy_placement", "sync_placement", "verify_placement"]
+
+TARGET_SETTINGS = ("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')",
+                   "SET SESSION foreign_key_checks = 0")
+Progress = Callable[[PlacementRun], None]
+_REQUIRED = {name: spec.columns for name, spec in SPECS.items()}  # what both sides must have
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementOptions:
+    chunk_size: int = 5_000  # rows per chunk: one transaction of a copy, one checksum of a sync or verify
+    parallel: int = 3  # tables worked on at once
+    replace: bool = False  # copy: empty a target that holds placement data instead of refusing it
+    statement_timeout: float = 0  # seconds; 0: the server's own limit
+
+    def __post_init__(self) -> None:
+        for name, low in (("chunk_size", 1), ("parallel", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise UsageError(f"{name.replace('_', '-')} must be a whole number of at least {low}, not {value!r}")
+
+
+class TargetNotEmpty(FastmigrateError):
+    """The target already holds placement data (exit 2): the operator decides, with --replace."""
+
+
+@dataclass(slots=True)
+class _Sides:
+    source: AsyncEngine
+    target: AsyncEngine
+    run: PlacementRun
+
+    async def close(self) -> None:
+        await self.source.dispose()
+        await self.target.dispose()
+
+
+def _open(command: str, source_url: str, target_url: str, opts: PlacementOptions) -> _Sides:
+    """Both engines: the source read-only always, the target read-only for verify."""
+    urls = [normalize_url(source_url), normalize_url(target_url)]
+    for url, text in zip(urls, (source_url, target_url)):
+        if url.get_backend_name() != "mysql":
+            raise UsageError(f"{mask(text)}: placement commands work on MySQL/MariaDB databases "
+                             "(mysql+pymysql://USER:PASSWORD@HOST/nova_api)")
+    source, target = urls
+    if (source.host, source.port, source.database) == (target.host, target.port, target.database):
+        raise UsageError(f"--from and --to are the same database ({mask(target_url)}); placement goes to a "
+                         "database of its own, e.g. .../placement")
+    pool = opts.parallel + 2
+    return _Sides(
+        connect_engine(source, pool_size=pool, read_only=True, statement_timeout=opts.statement_timeout),
+        connect_engine(target, pool_size=pool, read_only=command == "verify", statement_timeout=opts.statement_timeout,
+                       settings=TARGET_SETTINGS),
+        PlacementRun(command, mask(source_url), mask(target_url)),
+    )
+
+
+async def _check_source(sides: _Sides) -> None:
+    found, _ = await read_catalog(sides.source, sides.run.source, COPY_ORDER)
+    problems = schema_problems(found, _REQUIRED)
+    if problems:
+        raise SchemaError(f"{sides.run.source}: not a nova_api database holding placement's tables: "
+                          f"{'; '.join(problems)}. Point --from at nova's API database ([api_database]/connection "
+                          "in nova.conf)")
+
+
+async def _target_tables(sides: _Sides) -> set[str]:
+    """The placement tables the target has; refuses a target that has some of them but not all, or has them
+    without the columns placement's initial schema gives them."""
+    found, _ = await read_catalog(sides.target, sides.run.target, [*COPY_ORDER, ALEMBIC_VERSION])
+    present = set(found) - {ALEMBIC_VERSION}
+    if present and (problems := schema_problems(found, _REQUIRED)):
+        raise SchemaError(f"{sides.run.target}: holds some of placement's tables but not as placement creates "
+                          f"them: {'; '.join(problems)}. Point --to at an empty database (CREATE DATABASE "
+                          "placement) or at one `placement-manage db sync` created")
+    return set(found)
+
+
+async def _first_rows(conn: AsyncConnection) -> list[str]:
+    """The placement tables of the target that hold any row."""
+    full = []
+    for name in COPY_ORDER:
+        if (await conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM `{name}`)")).scalar():
+            full.append(name)
+    return full
+
+
+async def _revision(conn: AsyncConnection) -> str | None:
+    return (await conn.exec_driver_sql(f"SELECT MAX(version_num) FROM `{ALEMBIC_VERSION}`")).scalar()
+
+
+async def _prepare_target(sides: _Sides, opts: PlacementOptions) -> None:
+    """An empty target gets placement's initial schema; one with placement data is refused, or with
+    ``replace`` emptied (its schema and alembic revision kept)."""
+    run = sides.run
+    tables = await _target_tables(sides)
+    if not tables & set(COPY_ORDER):
+        async with sides.target.begin() as conn:
+            await conn.run_sync(placement_metadata.create_all)
+        run.created_schema = True
+        return
+    async with sides.target.begin() as conn:
+        if ALEMBIC_VERSION not in tables:
+            await conn.run_sync(lambda c: placement_metadata.tables[ALEMBIC_VERSION].create(c))
+        full = await _first_rows(conn)
+        revision = await _revision(conn)
+        if not full:
+            return
+        if not opts.replace:
+            state = (f"at alembic revision {revision}" if revision
+                     else "without an alembic revision (an unfinished copy?)")
+            raise TargetNotEmpty(
+                f"{run.target}: already holds placement data ({', '.join(full)}), {state}. A placement service "
+                "that started against it has filled traits and resource classes with ids of its own, which "
+                "the copy must not mix with nova's. Stop placement, then rerun with --replace to empty these "
+                "tables and copy again (its schema and alembic revision are kept); or, to bring an unfinished "
+                "copy up to date instead, run `fastmigrate placement sync`")
+        for name in COPY_ORDER:
+            await conn.exec_driver_sql(f"TRUNCATE TABLE `{name}`")
+        run.replaced = True
+
+
+async def _stamp(sides: _Sides) -> None:
+    """Mark the schema as placement's initial revision, once every table is copied: `placement-manage db
+    sync` then takes it to head. A revision already there (a schema placement created) is left alone."""
+    async with sides.target.begin() as conn:
+        if await _revision(conn) is None:
+            await conn.exec_driver_sql(f"INSERT INTO `{ALEMBIC_VERSION}` (version_num) VALUES (%s)",
+                                       (INITIAL_REVISION,))
+            sides.run.stamped = INITIAL_REVISION
+
+
+async def _count(engine: AsyncEngine, name: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.exec_driver_sql(f"SELECT COUNT(*) FROM `{name}`")).scalar_one())
+
+
+async def _each_table(sides: _Sides, opts: PlacementOptions, work: Callable[[TableSpec, TableResult], Any],
+                      on_progress: Progress | None) -> None:
+    """``work`` on every table, ``opts.parallel`` at a time, the biggest first (they set the run's length)."""
+    run = sides.run
+    counts = await asyncio.gather(*(_count(sides.source, name) for name in COPY_ORDER))
+    run.expected_rows = sum(counts)
+    run.tables = [TableResult(name) for name in COPY_ORDER]
+    gate = asyncio.Semaphore(opts.parallel)
+
+    async def one(result: TableResult) -> None:
+        async with gate:
+            began = time.monotonic()
+            await work(SPECS[result.table], result)
+            result.seconds = round(time.monotonic() - began, 3)
+            if on_progress:
+                on_progress(run)
+
+    order = sorted(run.tables, key=lambda t: -counts[COPY_ORDER.index(t.table)])
+    async with asyncio.TaskGroup() as tasks:
+        for result in order:
+            tasks.create_task(one(result))
+
+
+def _key_of(spec: TableSpec) -> Callable[[Sequence[Any]], Key]:
+    positions = [spec.columns.index(c) for c in spec.key]
+    return lambda row: tuple(int(row[i]) for i in positions)
+
+
+async def _read_chunk(engine: AsyncEngine, sql: str) -> list[tuple[Any, ...]]:
+    async def attempt() -> list[tuple[Any, ...]]:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return [tuple(row) for row in await conn.exec_driver_sql(sql)]
+
+    rows, _ = await retrying(attempt)
+    return rows
+
+
+async def _replace_range(engine: AsyncEngine, spec: TableSpec, low: Key | None, high: Key | None,
+                         rows: Sequence[tuple[Any, ...]]) -> None:
+    """The target's rows in ``(low, high]`` become ``rows``, in one transaction; safe to retry."""
+    async def attempt() -> None:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f"DELETE FROM `{spec.name}` WHERE {statements.key_range(spec, low, high)}")
+            if rows:
+                await conn.exec_driver_sql(statements.insert(spec), list(rows))
+
+    await retrying(attempt)
+
+
+async def _copy_table(sides: _Sides, spec: TableSpec, result: TableResult, opts: PlacementOptions,
+                      on_progress: Progress | None) -> None:
+    # Reading the next chunk overlaps writing this one: a queue of one chunk between them.
+    chunks: asyncio.Queue[tuple[Key | None, Key, list[tuple[Any, ...]]] | None] = asyncio.Queue(1)
+    key_of = _key_of(spec)
+
+    async def read() -> None:
+        low: Key | None = None
+        while True:
+            rows = await _read_chunk(sides.source, statements.read_after(spec, low, opts.chunk_size))
+            if not rows:
+                break
+            high = key_of(rows[-1])
+            await chunks.put((low, high, rows))
+            result.source_rows += len(rows)
+            if len(rows) < opts.chunk_size:
+                break
+            low = high
+        await chunks.put(None)
+
+    async def write() -> None:
+        while (chunk := await chunks.get()) is not None:
+            low, high, rows = chunk
+            await _replace_range(sides.target, spec, low, high, rows)
+            result.rows_copied += len(rows)
+            result.chunks += 1
+            if on_progress:
+                on_progress(sides.run)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(read())
+        tasks.create_task(write())
+
+
+# Sync goes straight to the row-by-row comparison, skipping the chunk checksums, when most recent chunks
+# differed anyway (changes spread over the whole table, as deleted allocations are): a checksum that is
+# sure to differ only costs a scan of the chunk on each side.
+_RECENT = 8
+
+
+def row_by_row_first(recent: Sequence[bool]) -> bool:
+    """Whether the next chunk should skip its checksum, given whether each recent chunk differed."""
+    return len(recent) == _RECENT and sum(recent) > _RECENT // 2
+
+
+async def _walk(sides: _Sides, spec: TableSpec, result: TableResult, opts: PlacementOptions, *, repair: bool,
+                on_progress: Progress | None) -> None:
+    """Chunks of the source's key order, compared by checksum in each server; a differing chunk is listed
+    (verify) or made equal row by row (sync). The last chunk is open-ended: target rows past the source's
+    last key belong to it."""
+    low: Key | None = None
+    recent: deque[bool] = deque(maxlen=_RECENT)
+    while True:
+        bound = await _read_chunk(sides.source, statements.boundary(spec, low, opts.chunk_size))
+        high: Key | None = tuple(int(v) for v in bound[0]) if bound else None
+        if repair and row_by_row_first(recent):
+            differed = await _repair(sides, spec, result, low, high, count=True)
+        else:
+            sql = statements.checksum(spec, low, high)
+            (source,), (target,) = await asyncio.gather(_read_chunk(sides.source, sql),
+                                                        _read_chunk(sides.target, sql))
+            result.source_rows += int(source[0])
+            result.target_rows += int(target[0])
+            differed = tuple(source) != tuple(target)
+            if differed and repair:
+                await _repair(sides, spec, result, low, high, count=False)
+            elif differed:
+                result.differing.append((low, high))
+        result.chunks += 1
+        result.chunks_repaired += int(differed and repair)
+        recent.append(differed)
+        if on_progress:
+            on_progress(sides.run)
+        if high is None:
+            return
+        low = high
+
+
+# Keys per statement when a sync deletes or reads rows by key.
+_KEYS_PER_STATEMENT = 1_000
+
+
+async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key | None, high: Key | None, *,
+                  count: bool) -> bool:
+    """Make the target's ``(low, high]`` equal to the source's, touching only rows that differ: those gone
+    or changed at the source are deleted, those new or changed are read by key and copied. Whether anything
+    differed. ``count``: add the chunk's rows to the result (no checksum counted them)."""
+    sql = statements.row_hashes(spec, low, high)
+    source_rows, target_rows = await asyncio.gather(_read_chunk(sides.source, sql), _read_chunk(sides.target, sql))
+    width = len(spec.key)
+    source = {tuple(int(v) for v in row[:width]): row[width] for row in source_rows}
+    target = {tuple(int(v) for v in row[:width]): row[width] for row in target_rows}
+    if count:
+        result.source_rows += len(source)
+        result.target_rows += len(target)
+    stale = [key for key, digest in target.items() if source.get(key) != digest]
+    fresh = [key for key, digest in source.items() if target.get(key) != digest]
+    if not stale and not fresh:
+        return False
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(fresh), _KEYS_PER_STATEMENT):
+        rows += await _read_chunk(sides.source, statements.read_keys(spec, fresh[start:start + _KEYS_PER_STATEMENT]))
+
+    async def attempt() -> None:
+        async with sides.target.begin() as conn:
+            for start in range(0, len(stale), _KEYS_PER_STATEMENT):
+                await conn.exec_driver_sql(statements.delete_keys(spec, stale[start:start + _KEYS_PER_STATEMENT]))
+            if rows:
+                await conn.exec_driver_sql(statements.insert(spec), rows)
+
+    await retrying(attempt)
+    result.rows_deleted += len(stale)
+    result.rows_copied += len(rows)
+    return True
+
+
+async def _command(command: str, source_url: str, target_url: str, opts: PlacementOptions,
+                   body: Callable[[_Sides], Any]) -> PlacementRun:
+    sides = _open(command, source_url, target_url, opts)
+    began = time.monotonic()
+    try:
+        await _check_source(sides)
+        await body(sides)
+    finally:
+        await sides.close()
+    sides.run.seconds = round(time.monotonic() - began, 3)
+    return sides.run
+
+
+async def copy_placement(source_url: str, target_url: str, opts: PlacementOptions = PlacementOptions(), *,
+                         on_progress: Progress | None = None) -> PlacementRun:
+    """Copy placement's tables from nova_api (``source_url``) into a placement database (``target_url``),
+    creating placement's initial schema in an empty target and stamping it once every table is copied."""
+
+    async def body(sides: _Sides) -> None:
+        await _prepare_target(sides, opts)
+        await _each_table(sides, opts, lambda spec, result: _copy_table(sides, spec, result, opts, on_progress),
+                          on_progress)
+        await _stamp(sides)
+
+    return await _command("copy", source_url, target_url, opts, body)
+
+
+async def _compare(command: str, source_url: str, target_url: str, opts: PlacementOptions, *, repair: bool,
+                   on_progress: Progress | None) -> PlacementRun:
+    async def body(sides: _Sides) -> None:
+        tables = await _target_tables(sides)
+        if not tables & set(COPY_ORDER):
+            raise SchemaError(f"{sides.run.target}: has no placement tables; run `fastmigrate placement copy` "
+                              "first")
+        await _each_table(sides, opts, lambda spec, result: _walk(sides, spec, result, opts, repair=repair,
+                                                                  on_progress=on_progress), on_progress)
+        if repair and ALEMBIC_VERSION in tables:
+            await _stamp(sides)  # a copy that was cut off is complete now
+
+    return await _command(command, source_url, target_url, opts, body)
+
+
+async def sync_placement(source_url: str, target_url: str, opts: PlacementOptions = PlacementOptions(), *,
+                         on_progress: Progress | None = None) -> PlacementRun:
+    """Bring a copied target up to date: only the chunks whose checksums differ are compared row by row, and
+    only the rows that differ are written."""
+    return await _compare("sync", source_url, target_url, opts, repair=True, on_progress=on_progress)
+
+
+async def verify_placement(source_url: str, target_url: str, opts: PlacementOptions = PlacementOptions(), *,
+                           on_progress: Progress | None = None) -> PlacementRun:
+    """Compare both sides chunk by chunk; change nothing. ``exit_code`` is 3 when any chunk differs."""
+    return await _compare("verify", source_url, target_url, opts, repair=False, on_progress=on_progress)
