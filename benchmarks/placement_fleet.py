@@ -11,13 +11,22 @@ a provider ``nœud-1`` (utf8 in a utf8_bin column), and ``updated_at`` NULL on e
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fastmigrate.placement.audit import API_TABLES, CELL_TABLES
 from fastmigrate.placement.schema import nova_api_metadata
 
-__all__ = ["PlacementFleet", "create_placement_fleet", "sql_uuid"]
+__all__ = ["NOVA_SIDE", "ORPHANED", "PlacementFleet", "create_nova_side", "create_placement_fleet", "sql_uuid",
+           "uuid_of"]
+
+# What the nova side makes of consumer number ``seq`` (from 1), by ``seq % 100``; every other one is a live
+# instance. "moved" is deleted in one cell and live in the next (a cross-cell move), with two cells or more.
+NOVA_SIDE = {1: "deleted", 2: "migrating", 3: "migrated", 4: "building", 5: "mapped", 6: "unknown", 7: "moved"}
+ORPHANED = frozenset({"deleted", "migrated", "unknown"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,12 @@ def sql_uuid(tag: str, seed: int, number: str) -> str:
     parts = ", ".join(f"SUBSTR({h}, {start}, {length})" for start, length in ((1, 8), (9, 4), (13, 4), (17, 4),
                                                                                (21, 12)))
     return f"CONCAT_WS('-', {parts})"
+
+
+def uuid_of(tag: str, seed: int, number: int) -> str:
+    """The uuid ``sql_uuid`` makes in the server, made in Python (tests' expectations)."""
+    h = hashlib.md5(f"{tag}-{int(seed)}-{number}".encode()).hexdigest()
+    return "-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:32]))
 
 
 def _created(n: str) -> str:
@@ -130,8 +145,56 @@ async def create_placement_fleet(engine: AsyncEngine, fleet: PlacementFleet) -> 
     """nova_api's placement tables, created as nova creates them, filled with ``fleet``."""
     async with engine.begin() as conn:
         await conn.run_sync(nova_api_metadata.create_all)
-        await conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
-        for statement in _statements(fleet):
+    await _run_all(engine, ["SET SESSION foreign_key_checks = 0", *_statements(fleet),
+                            "SET SESSION foreign_key_checks = 1"])
+
+
+def _nova_statements(f: PlacementFleet, cell_urls: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """nova_api's statements, and each cell's, for the nova side of ``f`` (see ``NOVA_SIDE``)."""
+    n, seqs = len(cell_urls), f"seq_1_to_{f.consumers}"
+    uuid = sql_uuid("consumer", f.seed, "seq")
+    moved_away = "seq % 100 = 7" if n > 1 else "FALSE"
+    home = f"IF({moved_away}, seq + 1, seq) % {n}"  # the cell an instance lives in now (0-based)
+    mappings = ", ".join(f"({i + 1}, {sql_uuid('cell', f.seed, str(i + 1))}, 'cell{i + 1}', '{url}')"
+                         for i, url in enumerate(cell_urls))
+    api = [
+        f"INSERT INTO cell_mappings (id, uuid, name, database_connection) VALUES {mappings}",
+        # Deleted instances keep their mappings (until archive_deleted_rows); a building one has no cell yet.
+        f"INSERT INTO instance_mappings (instance_uuid, cell_id) SELECT {uuid}, IF(seq % 100 = 4, NULL, "
+        f"{home} + 1) FROM {seqs} WHERE seq % 100 NOT IN (2, 3, 6)",
+        f"INSERT INTO build_requests (instance_uuid) SELECT {uuid} FROM {seqs} WHERE seq % 100 = 4",
+    ]
+    cells = []
+    for c in range(n):
+        cells.append([
+            f"INSERT INTO instances (uuid, deleted, vm_state, created_at) SELECT {uuid}, "
+            f"IF(seq % 100 = 1 OR {moved_away}, seq, 0), IF(seq % 100 = 1 OR {moved_away}, 'deleted', 'active'), "
+            f"{_created('seq')} FROM {seqs} WHERE seq % {n} = {c} AND seq % 100 NOT IN (2, 3, 4, 5, 6)",
+            f"INSERT INTO instances (uuid, deleted, vm_state, created_at) SELECT {uuid}, 0, 'active', "
+            f"{_created('seq')} FROM {seqs} WHERE {moved_away} AND (seq + 1) % {n} = {c}",
+            f"INSERT INTO migrations (uuid, status, deleted) SELECT {uuid}, IF(seq % 100 = 2, 'migrating', "
+            f"'confirmed'), 0 FROM {seqs} WHERE seq % {n} = {c} AND seq % 100 IN (2, 3)",
+        ])
+    return api, cells
+
+
+async def _run_all(engine: AsyncEngine, statements: Sequence[str]) -> None:
+    async with engine.begin() as conn:
+        for statement in statements:
             # The driver formats even a statement without parameters: a literal % (modulo) is written %%.
             await conn.exec_driver_sql(statement.replace("%", "%%"))
-        await conn.exec_driver_sql("SET SESSION foreign_key_checks = 1")
+
+
+async def create_nova_side(api: AsyncEngine, cells: Sequence[tuple[AsyncEngine, str]], fleet: PlacementFleet) -> None:
+    """What nova knows of ``fleet``'s consumers: cell_mappings, instance_mappings and build_requests in
+    nova_api (``api``), instances and migrations in each cell (``cells``: engine and URL, as nova_api maps it)."""
+    api_statements, cell_statements = _nova_statements(fleet, [url for _, url in cells])
+    async with api.begin() as conn:
+        for table in API_TABLES:
+            await conn.run_sync(table.create)
+    await _run_all(api, api_statements)
+    for (engine, _), statements in zip(cells, cell_statements):
+        async with engine.begin() as conn:
+            for table in CELL_TABLES:
+                await conn.run_sync(table.create)
+        await _run_all(engine, statements)

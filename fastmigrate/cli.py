@@ -17,6 +17,7 @@ from .errors import FastmigrateError, UsageError
 from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
 from .placement import PlacementOptions
+from .placement.audit import AuditOptions
 from .report import format_progress, format_table, format_verify, to_json, verify_json
 from .results import DatabaseResult, ExitCode, RunResult
 from .throttle import parse_max_load
@@ -28,6 +29,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 _DEFAULTS = FlavorOptions()
 _PLACEMENT = PlacementOptions()
+_AUDIT = AuditOptions()
 
 EXIT_CODES = """exit codes:
   0    nothing left that can be migrated
@@ -143,12 +145,22 @@ PLACEMENT_EXIT_CODES = """exit codes:
   3    verify: differences found (the key ranges are listed; run sync)
   127  invalid usage or input (bad URL, not a nova_api database, --from and --to the same)"""
 
+AUDIT_EXIT_CODES = """exit codes:
+  0    nothing orphaned (with --delete: every orphan removed) and nothing blocking `placement-manage db sync`
+  1    --delete: some orphans changed while the audit ran and were left alone; rerun
+  2    failed: a database could not be reached or a statement failed
+  3    orphaned allocations found (listed; --delete removes them), or something blocks `placement-manage db
+       sync` (listed; `placement-manage db online_data_migrations` fixes it)
+  127  invalid usage or input (bad URL, not a nova_api / placement / cell database, cells left out)"""
+
 
 def _placement_parser(commands: Any) -> None:
     placement = commands.add_parser(
-        "placement", help="copy placement's tables from nova_api into a placement database, sync, verify",
+        "placement", help="copy placement's tables from nova_api into a placement database, sync, verify; "
+                          "audit orphaned allocations",
         description="Move placement out of nova_api with a short outage: `copy` while nova runs, `sync` during "
-                    "the outage (only what changed), `verify` before starting placement.")
+                    "the outage (only what changed), `verify` before starting placement; `audit` finds the "
+                    "allocations of instances deleted while placement was down.")
     steps = placement.add_subparsers(dest="step", required=True, parser_class=_Parser)
     helps = {
         "copy": "create placement's schema in an empty target (stamped b4ed3a175331) and copy the 11 tables, "
@@ -175,9 +187,32 @@ def _placement_parser(commands: Any) -> None:
                              help="empty a target that already holds placement data and copy again (stop "
                                   "placement first; the schema and its alembic revision are kept)")
         sub.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    text = ("list allocations whose consumer is no live instance in any cell, no migration in progress and no "
+            "instance being built, with what they hold; --delete removes them. Also report what blocks "
+            "`placement-manage db sync`: providers without root_provider_id, allocations without a consumers row")
+    audit = steps.add_parser("audit", help=text, description=text[0].upper() + text[1:] + ".",
+                             epilog=AUDIT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    audit.add_argument("--api-db", required=True, metavar="URL",
+                       help="the nova_api database ([api_database]/connection in nova.conf)")
+    audit.add_argument("--placement-db", metavar="URL",
+                       help="placement's database (default: --api-db, where placement lived before it was "
+                            "extracted)")
+    audit.add_argument("--cell-db", action="append", default=[], metavar="URL",
+                       help="a cell database; repeat for every cell (default: every cell of nova_api's "
+                            "cell_mappings, cell0 included)")
+    audit.add_argument("--delete", action="store_true",
+                       help="remove the orphaned allocations (and their consumer records), a few consumers per "
+                            "transaction, each only if unchanged since read")
+    audit.add_argument("--chunk-size", type=_positive, default=_AUDIT.chunk_size, metavar="N",
+                       help="allocations read per chunk (default %(default)s)")
+    audit.add_argument("--statement-timeout", type=float, default=0, metavar="S",
+                       help="longest any one statement may run, in seconds (default: the server's limit)")
+    audit.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _placement(args: argparse.Namespace) -> int:
+    if args.step == "audit":
+        return _audit(args)
     from .placement import PlacementRun, copy_placement, sync_placement, verify_placement
     from .placement.report import format_placement, format_placement_progress, placement_json
 
@@ -199,6 +234,28 @@ def _placement(args: argparse.Namespace) -> int:
             progress.close()
     sys.stdout.write(placement_json(run) if args.json else format_placement(run))
     return int(run.exit_code)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .placement.audit import audit_placement
+    from .placement.report import audit_json, format_audit, format_audit_progress
+    from .placement.results import AuditResult
+
+    options = AuditOptions(chunk_size=args.chunk_size, delete=args.delete, statement_timeout=args.statement_timeout)
+    began = time.monotonic()
+    progress: _Progress[AuditResult] | None = None if args.json else _Progress(
+        sys.stderr, lambda result: format_audit_progress(result, time.monotonic() - began))
+    try:
+        result = _run(audit_placement(args.api_db, args.placement_db, args.cell_db, options, on_progress=progress))
+    except DATABASE_ERRORS as exc:
+        text = str(getattr(exc, "orig", None) or exc)
+        raise FastmigrateError(f"placement audit failed: {text}; deletions committed are kept (each removed "
+                               "only allocations that were orphaned): rerun") from None
+    finally:
+        if progress:
+            progress.close()
+    sys.stdout.write(audit_json(result) if args.json else format_audit(result))
+    return int(result.exit_code)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:

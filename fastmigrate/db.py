@@ -59,7 +59,7 @@ def normalize_url(text: str) -> URL:
         url = make_url(text)
     except ArgumentError:
         raise UsageError(
-            f"{scrub(text, [_password_of(text)])!r} is not a database URL; "
+            f"{mask(text)!r} is not a database URL; "
             "use mysql+pymysql://USER:PASSWORD@HOST/DB or sqlite:///PATH"
         ) from None
     backend = url.get_backend_name()
@@ -81,8 +81,12 @@ def _password_of(text: str) -> str:
 
 def mask(url: URL | str) -> str:
     """The URL with its password shown as ***. A URL given as text without a password comes back exactly as
-    written (re-rendered, SQLite's ``file:`` URIs would read ``file%3A``)."""
-    parsed = make_url(url) if isinstance(url, str) else url
+    written (re-rendered, SQLite's ``file:`` URIs would read ``file%3A``); text too broken to parse (or a
+    template of nova's cell_mappings) with whatever stands where a password would."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return scrub(str(url), [_password_of(str(url))])
     if isinstance(url, str) and parsed.password is None:
         return url
     return parsed.render_as_string(hide_password=True)

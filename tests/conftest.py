@@ -83,6 +83,10 @@ class Database:
         async with self.engine.begin() as conn:
             await conn.execute(text(sql), params)
 
+    async def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        async with self.engine.connect() as conn:
+            return [tuple(row) for row in await conn.execute(text(sql), params)]
+
 
 DatabaseFactory = Callable[[], "Any"]
 
@@ -134,3 +138,14 @@ async def mariadb_target(request: pytest.FixtureRequest, tmp_path: Any) -> Async
     """A second fresh MariaDB database, for commands that copy from one database into another."""
     async for database in _database("mariadb", tmp_path, request.node.name + "-target"):
         yield database
+
+
+@pytest.fixture
+async def mariadb_cells(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[list[Database]]:
+    """Two more fresh MariaDB databases: the cell databases of the placement audit."""
+    makers = [_database("mariadb", tmp_path, f"{request.node.name}-cell{i}") for i in (1, 2)]
+    try:
+        yield [await maker.__anext__() for maker in makers]
+    finally:
+        for maker in makers:
+            await maker.aclose()  # its finally drops the database

@@ -6,10 +6,11 @@ from typing import Any
 
 import orjson
 
-from .results import PlacementRun, TableResult
+from .results import AuditResult, Orphan, PlacementRun, TableResult
 from .statements import Key
 
-__all__ = ["format_placement", "format_placement_progress", "placement_json"]
+__all__ = ["audit_json", "format_audit", "format_audit_progress", "format_placement", "format_placement_progress",
+           "placement_json"]
 
 def _headers(command: str) -> tuple[str, ...]:
     return ("table", "source rows", "target rows", "copied", "deleted", "chunks",
@@ -75,11 +76,115 @@ def placement_json(run: PlacementRun) -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
+def _rate_eta(done: int, expected: int, elapsed: float, unit: str) -> str:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    left = max(expected - done, 0)
+    eta = f", ETA {int(left / rate // 60)}:{int(left / rate % 60):02d}" if rate > 0 and left else ""
+    return f"{rate:,.0f} {unit}/s{eta}"
+
+
 def format_placement_progress(run: PlacementRun, elapsed: float) -> str:
     done = sum(t.source_rows for t in run.tables)
-    rate = done / elapsed if elapsed > 0 else 0.0
-    left = max(run.expected_rows - done, 0)
-    eta = f", ETA {int(left / rate // 60)}:{int(left / rate % 60):02d}" if rate > 0 and left else ""
     busy = [t.table for t in run.tables if t.chunks and not t.seconds]
-    return (f"placement {run.command}: {done:,}/{run.expected_rows:,} rows, {rate:,.0f} rows/s{eta}"
-            + (f" ({', '.join(busy)})" if busy else ""))
+    return (f"placement {run.command}: {done:,}/{run.expected_rows:,} rows, "
+            f"{_rate_eta(done, run.expected_rows, elapsed, 'rows')}" + (f" ({', '.join(busy)})" if busy else ""))
+
+
+def format_audit_progress(result: AuditResult, elapsed: float) -> str:
+    return (f"placement audit: {result.consumers:,}/~{result.expected_consumers:,} consumers, "
+            f"{_rate_eta(result.consumers, result.expected_consumers, elapsed, 'consumers')}, "
+            f"{len(result.orphans):,} orphaned")
+
+
+def _amounts(held: dict[str, int]) -> str:
+    return ", ".join(f"{name} {amount:,}" for name, amount in sorted(held.items())) or "nothing"
+
+
+def _orphan_lines(result: AuditResult, orphan: Orphan) -> list[str]:
+    """One line per provider the orphan holds resources on."""
+    by_provider: dict[int, dict[str, int]] = {}
+    for _, provider, class_id, used in orphan.allocations:
+        by_provider.setdefault(provider, {})[result.class_names.get(class_id, str(class_id))] = used
+    lines = []
+    for provider, held in sorted(by_provider.items()):
+        uuid, name = result.providers.get(provider, (f"provider id {provider}", None))
+        lines.append(f"  {orphan.consumer}  {uuid} ({name})  {_amounts(held)}  [{orphan.reason}]")
+    return lines
+
+
+def format_audit(result: AuditResult, *, max_listed: int = 50) -> str:
+    lines = [f"placement audit: placement {result.placement}, nova_api {result.api}, {len(result.cells)} cell(s): "
+             f"{', '.join(result.cells)}",
+             f"  consumers with allocations   {result.consumers:,} ({result.allocations:,} allocations); "
+             f"{result.not_nova:,} hold none of nova's resource classes (left alone)",
+             f"  not live, kept               {result.kept['migrating']:,} migrating, {result.kept['building']:,} "
+             f"building (build request), {result.kept['mapped']:,} mapped to a cell that has no record yet",
+             f"  orphaned                     {len(result.orphans):,} consumers, "
+             f"{sum(len(o.allocations) for o in result.orphans):,} allocations, holding "
+             f"{_amounts(result.held(result.orphans))}"]
+    if result.delete:
+        lines.append(f"  deleted                      {len(result.deleted):,} consumers, "
+                     f"{sum(len(o.allocations) for o in result.deleted):,} allocations"
+                     + (f"; {len(result.gone):,} already gone" if result.gone else "")
+                     + (f"; {len(result.changed):,} changed since read, left for the next run" if result.changed
+                        else ""))
+    lines.append(f"  providers without root_provider_id     {len(result.no_root):,}")
+    lines.append(f"  allocations without a consumers row    "
+                 f"{sum(n for _, n in result.blocking_consumers):,} (of {len(result.blocking_consumers):,} consumers)")
+    listed = result.deleted if result.delete else result.orphans
+    if listed:
+        lines.append(("deleted" if result.delete else "orphaned") + ": consumer  provider (name)  resources  [why]")
+        shown = [line for orphan in listed[:max_listed] for line in _orphan_lines(result, orphan)]
+        lines += shown
+        if len(listed) > max_listed:
+            lines.append(f"  ... and {len(listed) - max_listed:,} more consumers (--json lists them all)")
+    for orphan in result.changed[:max_listed]:
+        lines.append(f"changed since read, not deleted: {orphan.consumer}")
+    for uuid, name in result.no_root[:max_listed]:
+        lines.append(f"no root_provider_id: provider {uuid} ({name})")
+    for uuid, count in result.blocking_consumers[:max_listed]:
+        lines.append(f"no consumers row: consumer {uuid} ({count} allocations)")
+    lines.append(_audit_verdict(result))
+    return "\n".join(lines) + "\n"
+
+
+def _audit_verdict(result: AuditResult) -> str:
+    code = int(result.exit_code)
+    advice = []
+    if result.changed:
+        advice.append("some orphans changed while this ran: rerun to look at them again")
+    if result.orphans and not result.delete:
+        advice.append("rerun with --delete to remove the orphaned allocations (placement's writers may keep "
+                      "running)")
+    if result.no_root or result.blocking_consumers:
+        advice.append("`placement-manage db online_data_migrations` fixes what blocks `placement-manage db sync`")
+    if not advice:
+        advice.append("nothing orphaned, nothing blocking `placement-manage db sync`")
+    return f"{'; '.join(advice)} ({result.seconds:.1f} s, exit {code})"
+
+
+def _orphan_json(result: AuditResult, orphan: Orphan) -> dict[str, Any]:
+    return {"consumer": orphan.consumer, "reason": orphan.reason,
+            "project": result.projects.get(orphan.project_id) if orphan.project_id is not None else None,
+            "consumer_record": orphan.generation is not None,
+            "allocations": [{"id": allocation, "provider": result.providers.get(provider, (None, None))[0],
+                             "provider_name": result.providers.get(provider, (None, None))[1],
+                             "resource_class": result.class_names.get(class_id, str(class_id)), "used": used}
+                            for allocation, provider, class_id, used in orphan.allocations]}
+
+
+def audit_json(result: AuditResult) -> str:
+    document = {
+        "command": "placement audit", "placement": result.placement, "api": result.api, "cells": result.cells,
+        "exit_code": int(result.exit_code), "seconds": result.seconds, "delete": result.delete,
+        "consumers": result.consumers, "allocations": result.allocations, "not_nova": result.not_nova,
+        "kept": {kind: result.kept[kind] for kind in ("migrating", "building", "mapped")},
+        "orphaned": [_orphan_json(result, o) for o in result.orphans],
+        "held": result.held(result.orphans),
+        "deleted": [o.consumer for o in result.deleted], "already_gone": [o.consumer for o in result.gone],
+        "changed": [o.consumer for o in result.changed],
+        "providers_without_root": [{"uuid": uuid, "name": name} for uuid, name in result.no_root],
+        "allocations_without_consumer": [{"consumer": uuid, "allocations": count}
+                                         for uuid, count in result.blocking_consumers],
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"

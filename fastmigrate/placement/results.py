@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ..results import ExitCode
 from .statements import Key
 
-__all__ = ["PlacementRun", "TableResult"]
+__all__ = ["AuditResult", "Orphan", "PlacementRun", "TableResult"]
 
 
 @dataclass(slots=True)
@@ -43,3 +44,59 @@ class PlacementRun:
 
     def table(self, name: str) -> TableResult:
         return next(t for t in self.tables if t.table == name)
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A consumer nothing in nova accounts for, with its allocations as the audit read them."""
+
+    consumer: str
+    reason: str  # why: instance deleted in <cell>, migration <status> in <cell>, or no record anywhere
+    allocations: tuple[tuple[int, int, int, int], ...]  # (allocation id, provider id, class id, used)
+    generation: int | None  # its consumers row's generation; None when it has no consumers row
+    project_id: int | None
+
+
+@dataclass(slots=True)
+class AuditResult:
+    placement: str  # URLs with their passwords masked
+    api: str
+    delete: bool = False
+    cells: list[str] = field(default_factory=list)
+    expected_consumers: int = 0  # rows of consumers when the run began: for progress
+    consumers: int = 0  # consumers with allocations, looked at
+    allocations: int = 0
+    not_nova: int = 0  # consumers holding none of nova's resource classes: left alone
+    kept: Counter[str] = field(default_factory=Counter)  # not live instances, kept: migrating, building, mapped
+    orphans: list[Orphan] = field(default_factory=list)
+    deleted: list[Orphan] = field(default_factory=list)  # --delete: removed by this run
+    gone: list[Orphan] = field(default_factory=list)  # --delete: already removed by someone else
+    changed: list[Orphan] = field(default_factory=list)  # --delete: changed since read; left for the next run
+    no_root: list[tuple[str, str | None]] = field(default_factory=list)  # providers (uuid, name), root NULL
+    no_consumer: list[tuple[str, int]] = field(default_factory=list)  # (consumer uuid, allocations) without a row
+    providers: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # id -> (uuid, name), for reports
+    projects: dict[int, str] = field(default_factory=dict)  # id -> external id
+    class_names: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def held(self, orphans: list[Orphan]) -> dict[str, int]:
+        """Resource class name -> the amount these orphans hold."""
+        total: Counter[str] = Counter()
+        for orphan in orphans:
+            for _, _, class_id, used in orphan.allocations:
+                total[self.class_names.get(class_id, str(class_id))] += used
+        return dict(total)
+
+    @property
+    def blocking_consumers(self) -> list[tuple[str, int]]:
+        """Allocations without a consumers row that are still there (an orphan deleted here no longer is)."""
+        removed = {o.consumer for o in (*self.deleted, *self.gone)}
+        return [(c, n) for c, n in self.no_consumer if c not in removed]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.changed:
+            return ExitCode.MORE  # rerun: they are looked at again
+        if (self.orphans and not self.delete) or self.no_root or self.blocking_consumers:
+            return ExitCode.DIFFERENCES
+        return ExitCode.DONE
