@@ -182,6 +182,10 @@ def _placement_parser(commands: Any) -> None:
                          help="tables worked on at once (default %(default)s)")
         sub.add_argument("--statement-timeout", type=float, default=0, metavar="S",
                          help="longest any one statement may run, in seconds (default: the server's limit)")
+        if step != "verify":
+            sub.add_argument("--through-client", action="store_true",
+                             help="read and write every row through fastmigrate even when both databases are on "
+                                  "one server (by default rows are then copied inside it, INSERT ... SELECT)")
         if step == "copy":
             sub.add_argument("--replace", action="store_true",
                              help="empty a target that already holds placement data and copy again (stop "
@@ -217,7 +221,8 @@ def _placement(args: argparse.Namespace) -> int:
     from .placement.report import format_placement, format_placement_progress, placement_json
 
     options = PlacementOptions(chunk_size=args.chunk_size, parallel=args.parallel,
-                               replace=getattr(args, "replace", False), statement_timeout=args.statement_timeout)
+                               replace=getattr(args, "replace", False), statement_timeout=args.statement_timeout,
+                               in_server=not getattr(args, "through_client", False))
     command = {"copy": copy_placement, "sync": sync_placement, "verify": verify_placement}[args.step]
     began = time.monotonic()
     progress: _Progress[PlacementRun] | None = None if args.json else _Progress(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from benchmarks.placement_fleet import PlacementFleet, create_placement_fleet
 from fastmigrate.cli import main
@@ -14,7 +15,7 @@ from fastmigrate.placement import (PlacementOptions, TargetNotEmpty, copy_placem
 from fastmigrate.placement.copy import row_by_row_first
 from fastmigrate.placement.report import format_placement, format_placement_progress, placement_json
 from fastmigrate.placement.results import PlacementRun, TableResult
-from fastmigrate.placement.schema import COPY_ORDER, INITIAL_REVISION, SPECS
+from fastmigrate.placement.schema import COPY_ORDER, INITIAL_REVISION, SPECS, placement_metadata
 from fastmigrate.placement.statements import delete_keys, key_range
 from fastmigrate.results import ExitCode
 
@@ -34,6 +35,13 @@ async def _contents(db: Database) -> dict[str, list[tuple[object, ...]]]:
             rows = await conn.exec_driver_sql(f"SELECT {columns} FROM `{name}` ORDER BY {order}")
             out[name] = [tuple(str(v) for v in row) for row in rows]
     return out
+
+
+async def _indexes(db: Database) -> set[tuple[str, str, str, int]]:
+    """(table, index, column, position) of every index of the database."""
+    rows = await db.rows("SELECT table_name, index_name, column_name, seq_in_index FROM information_schema.statistics "
+                         "WHERE table_schema = DATABASE()")
+    return {(str(t), str(i), str(c), int(n)) for t, i, c, n in rows}
 
 
 @pytest.fixture
@@ -76,12 +84,24 @@ def test_bad_options_are_refused() -> None:
 
 
 @pytest.mark.mariadb
-async def test_copy_creates_the_schema_copies_every_row_and_stamps(nova_api: Database,
-                                                                   mariadb_target: Database) -> None:
-    run = await copy_placement(nova_api.url, mariadb_target.url, SMALL)
+@pytest.mark.parametrize("in_server", [True, False], ids=["in-server", "through-client"])
+async def test_copy_creates_the_schema_copies_every_row_and_stamps(nova_api: Database, mariadb_target: Database,
+                                                                   mariadb_cells: list[Database],
+                                                                   in_server: bool) -> None:
+    scratch = mariadb_cells[0]  # placement's schema as its own metadata creates it, indexes and all
+    async with scratch.engine.begin() as conn:
+        await conn.run_sync(placement_metadata.create_all)
+    placement_indexes = await _indexes(scratch)
+    run = await copy_placement(nova_api.url, mariadb_target.url, PlacementOptions(chunk_size=500,
+                                                                                  in_server=in_server))
+    assert run.in_server is in_server  # both databases are on the test server
     assert run.exit_code == ExitCode.DONE and run.created_schema and run.stamped == INITIAL_REVISION
     assert {t.table: t.rows_copied for t in run.tables} == FLEET.row_counts
-    assert run.table("allocations").chunks == 18  # 9,000 rows in chunks of 500
+    # 9,000 rows in chunks of 500; in the server, the chunks are cut at the 500th key and the open-ended last
+    # one (past the source's last key) is one more
+    assert run.table("allocations").chunks == (19 if in_server else 18)
+    assert run.indexes_built == 17
+    assert await _indexes(mariadb_target) == placement_indexes
     assert await _contents(mariadb_target) == await _contents(nova_api)
     assert await mariadb_target.scalar("SELECT version_num FROM alembic_version") == INITIAL_REVISION
     # placement's schema, not nova_api's: no can_host, and the target's own charset
@@ -156,8 +176,9 @@ async def _change_source(db: Database) -> None:
 
 
 @pytest.mark.mariadb
-async def test_sync_copies_only_what_changed_and_verify_then_agrees(nova_api: Database,
-                                                                     mariadb_target: Database) -> None:
+@pytest.mark.parametrize("in_server", [True, False], ids=["in-server", "through-client"])
+async def test_sync_copies_only_what_changed_and_verify_then_agrees(nova_api: Database, mariadb_target: Database,
+                                                                     in_server: bool) -> None:
     await copy_placement(nova_api.url, mariadb_target.url, SMALL)
     await _change_source(nova_api)
     found = await verify_placement(nova_api.url, mariadb_target.url, SMALL)
@@ -168,8 +189,9 @@ async def test_sync_copies_only_what_changed_and_verify_then_agrees(nova_api: Da
     allocations = found.table("allocations").differing
     assert allocations[0][0] is None and allocations[-1][1] is None
 
-    run = await sync_placement(nova_api.url, mariadb_target.url, SMALL)
-    assert run.exit_code == ExitCode.DONE
+    run = await sync_placement(nova_api.url, mariadb_target.url, PlacementOptions(chunk_size=500,
+                                                                                  in_server=in_server))
+    assert run.exit_code == ExitCode.DONE and run.in_server is in_server
     changed = {t.table: (t.rows_copied, t.rows_deleted) for t in run.tables if t.rows_copied or t.rows_deleted}
     assert changed == {
         "consumers": (1, 2), "allocations": (2, 5), "resource_providers": (2, 2), "inventories": (1, 1),
@@ -179,6 +201,22 @@ async def test_sync_copies_only_what_changed_and_verify_then_agrees(nova_api: Da
     assert (await verify_placement(nova_api.url, mariadb_target.url, SMALL)).exit_code == ExitCode.DONE
     again = await sync_placement(nova_api.url, mariadb_target.url, SMALL)
     assert sum(t.rows_copied + t.rows_deleted for t in again.tables) == 0
+
+
+@pytest.mark.mariadb
+async def test_a_target_user_who_may_not_read_nova_api_copies_through_fastmigrate(
+        nova_api: Database, mariadb_target: Database) -> None:
+    target_db = make_url(mariadb_target.url).database
+    user = f"fm_{target_db[-12:]}"
+    await mariadb_target.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+    try:
+        await mariadb_target.execute(f"GRANT ALL ON `{target_db}`.* TO '{user}'@'%'")
+        url = make_url(mariadb_target.url).set(username=user, password="pw").render_as_string(hide_password=False)
+        run = await copy_placement(nova_api.url, url, SMALL)
+        assert not run.in_server and run.exit_code == ExitCode.DONE
+        assert await _contents(mariadb_target) == await _contents(nova_api)
+    finally:
+        await mariadb_target.execute(f"DROP USER '{user}'@'%'")
 
 
 @pytest.mark.mariadb
@@ -209,13 +247,20 @@ async def test_verify_lists_a_tampered_row_and_writes_nothing(nova_api: Database
 @pytest.mark.mariadb
 async def test_an_interrupted_copy_is_completed_by_sync(nova_api: Database, mariadb_target: Database) -> None:
     await copy_placement(nova_api.url, mariadb_target.url, SMALL)
-    # as if the copy had died half-way: part of the rows, no stamp
+    indexes = await _indexes(mariadb_target)
+    # as if the copy had died half-way: part of the rows, the deferred indexes not built, no stamp
     await mariadb_target.execute("DELETE FROM allocations WHERE id > 4000")
+    await mariadb_target.execute("ALTER TABLE allocations DROP INDEX allocations_consumer_id_idx")
+    await mariadb_target.execute("ALTER TABLE consumers DROP INDEX uniq_consumers0uuid")
     await mariadb_target.execute("DELETE FROM alembic_version")
     with pytest.raises(TargetNotEmpty, match="an unfinished copy"):
         await copy_placement(nova_api.url, mariadb_target.url, SMALL)
+    found = await verify_placement(nova_api.url, mariadb_target.url, SMALL)
+    assert found.missing_indexes == ["allocations_consumer_id_idx", "uniq_consumers0uuid"]
+    assert found.exit_code == ExitCode.DIFFERENCES
     run = await sync_placement(nova_api.url, mariadb_target.url, SMALL)
     assert run.table("allocations").rows_copied == 5_000 and run.stamped == INITIAL_REVISION
+    assert run.indexes_built == 2 and await _indexes(mariadb_target) == indexes
     assert await _contents(mariadb_target) == await _contents(nova_api)
 
 

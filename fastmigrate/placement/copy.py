@@ -10,11 +10,16 @@ How the three divide the outage:
   deleted at the source are deleted). Little changed, little to do.
 - ``verify`` compares the same checksums and changes nothing: exit 0 when equal, 3 with the differing ranges.
 
+When both databases are on one server and the target's user may read the source, rows never travel through
+fastmigrate: each chunk is one ``INSERT ... SELECT`` from the source database, run in the target's session
+(READ COMMITTED, so the source rows are read without locks). Otherwise they are read and written back
+(multi-row INSERTs), reading the next chunk while writing this one.
+
 Every write is idempotent: a copy chunk replaces its key range (DELETE of the range, then INSERT, in one
-transaction), so a chunk retried after a lost connection, whose commit may or may not have happened, is
-written once. Target sessions run with ``NO_AUTO_VALUE_ON_ZERO`` (the VCPU resource class is id 0 in an
-extracted placement) and without foreign-key checks (self-referencing provider trees; tables copied
-concurrently).
+transaction), and a sync repair deletes every key it then inserts, so a chunk retried after a lost
+connection, whose commit may or may not have happened, is written once. Target sessions run with
+``NO_AUTO_VALUE_ON_ZERO`` (the VCPU resource class is id 0 in an extracted placement) and without foreign-key
+checks (self-referencing provider trees; tables copied concurrently).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..db import connect_engine, mask, normalize_url, read_catalog, retrying, schema_problems
+from ..db import (DATABASE_ERRORS, connect_engine, mask, mysql_errno, normalize_url, read_catalog, retrying,
+                  schema_problems)
 from ..errors import FastmigrateError, SchemaError, UsageError
 from . import statements
 from .results import PlacementRun, TableResult
-from .schema import ALEMBIC_VERSION, COPY_ORDER, INITIAL_REVISION, SPECS, TableSpec, placement_metadata
+from .schema import (ALEMBIC_VERSION, COPY_ORDER, DEFERRED_INDEXES, INITIAL_REVISION, SPECS, TableSpec, add_indexes,
+                     alembic_version, bare_tables)
 from .statements import Key
 
 __all__ = ["PlacementOptions", "TargetNotEmpty", "copy_placement", "sync_placement", "verify_placement"]
@@ -49,6 +57,7 @@ class PlacementOptions:
     parallel: int = 3  # tables worked on at once
     replace: bool = False  # copy: empty a target that holds placement data instead of refusing it
     statement_timeout: float = 0  # seconds; 0: the server's own limit
+    in_server: bool = True  # copy with INSERT ... SELECT when both databases are on one server
 
     def __post_init__(self) -> None:
         for name, low in (("chunk_size", 1), ("parallel", 1)):
@@ -66,6 +75,7 @@ class _Sides:
     source: AsyncEngine
     target: AsyncEngine
     run: PlacementRun
+    source_db: str | None = None  # the source database's name, when the target's sessions can read it in place
 
     async def close(self) -> None:
         await self.source.dispose()
@@ -132,13 +142,16 @@ async def _prepare_target(sides: _Sides, opts: PlacementOptions) -> None:
     run = sides.run
     tables = await _target_tables(sides)
     if not tables & set(COPY_ORDER):
+        # Secondary indexes come after the rows (see DEFERRED_INDEXES): an unstamped schema is one of ours.
+        bare = MetaData()
+        bare_tables(bare)
         async with sides.target.begin() as conn:
-            await conn.run_sync(placement_metadata.create_all)
+            await conn.run_sync(bare.create_all)
         run.created_schema = True
         return
     async with sides.target.begin() as conn:
         if ALEMBIC_VERSION not in tables:
-            await conn.run_sync(lambda c: placement_metadata.tables[ALEMBIC_VERSION].create(c))
+            await conn.run_sync(alembic_version.create)
         full = await _first_rows(conn)
         revision = await _revision(conn)
         if not full:
@@ -157,6 +170,33 @@ async def _prepare_target(sides: _Sides, opts: PlacementOptions) -> None:
         run.replaced = True
 
 
+async def _missing_indexes(sides: _Sides) -> dict[str, list[tuple[str, bool, tuple[str, ...]]]]:
+    """The secondary indexes a copy has yet to build: only in a schema of ours, not stamped yet (a schema
+    placement made, or took to head, has the indexes its revision wants)."""
+    async with sides.target.connect() as conn:
+        if await _revision(conn) is not None:
+            return {}
+    _, indexes = await read_catalog(sides.target, sides.run.target, DEFERRED_INDEXES)
+    missing = {name: [i for i in wanted if i[0] not in indexes.get(name, {})]
+               for name, wanted in DEFERRED_INDEXES.items()}
+    return {name: wanted for name, wanted in missing.items() if wanted}
+
+
+async def _build_indexes(sides: _Sides, opts: PlacementOptions) -> None:
+    """Build the indexes the copy deferred, one ALTER TABLE per table, ``opts.parallel`` tables at a time."""
+    missing = await _missing_indexes(sides)
+    gate = asyncio.Semaphore(opts.parallel)
+
+    async def build(name: str) -> None:
+        async with gate, sides.target.connect() as conn:
+            await conn.exec_driver_sql(add_indexes(name, missing[name]))
+
+    async with asyncio.TaskGroup() as tasks:
+        for name in sorted(missing, key=lambda n: -COPY_ORDER.index(n)):
+            tasks.create_task(build(name))
+    sides.run.indexes_built = sum(len(wanted) for wanted in missing.values())
+
+
 async def _stamp(sides: _Sides) -> None:
     """Mark the schema as placement's initial revision, once every table is copied: `placement-manage db
     sync` then takes it to head. A revision already there (a schema placement created) is left alone."""
@@ -165,6 +205,31 @@ async def _stamp(sides: _Sides) -> None:
             await conn.exec_driver_sql(f"INSERT INTO `{ALEMBIC_VERSION}` (version_num) VALUES (%s)",
                                        (INITIAL_REVISION,))
             sides.run.stamped = INITIAL_REVISION
+
+
+# Where a session is: equal on both sides only when both URLs reach the same server (a Galera cluster's
+# other node is another server: its rows go through fastmigrate).
+_WHERE = "SELECT @@hostname, @@port, @@datadir, DATABASE()"
+_DENIED = frozenset({1044, 1142, 1143})  # access to the database, a table, a column refused
+
+
+async def _find_source_in_reach(sides: _Sides, opts: PlacementOptions) -> None:
+    """Whether the target's sessions can read the source's tables in place (same server, and the target's
+    user may SELECT them): then chunks are copied inside the server."""
+    if not opts.in_server:
+        return
+    (source,), (target,) = await asyncio.gather(_read_chunk(sides.source, _WHERE), _read_chunk(sides.target, _WHERE))
+    if tuple(source[:3]) != tuple(target[:3]):
+        return
+    try:
+        for name in COPY_ORDER:
+            await _read_chunk(sides.target, f"SELECT 1 FROM `{source[3]}`.`{name}` LIMIT 0")
+    except DATABASE_ERRORS as exc:
+        if mysql_errno(exc) in _DENIED:
+            return
+        raise
+    sides.source_db = str(source[3])
+    sides.run.in_server = True
 
 
 async def _count(engine: AsyncEngine, name: str) -> int:
@@ -222,8 +287,43 @@ async def _replace_range(engine: AsyncEngine, spec: TableSpec, low: Key | None, 
     await retrying(attempt)
 
 
+async def _write_in_server(engine: AsyncEngine, writes: Sequence[str]) -> list[int]:
+    """These writes in one READ COMMITTED transaction (an INSERT ... SELECT's reads of the source then take
+    no locks), retried: the rows each one touched."""
+    async def attempt() -> list[int]:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="READ COMMITTED")
+            async with conn.begin():
+                return [(await conn.exec_driver_sql(sql)).rowcount for sql in writes]
+
+    counts, _ = await retrying(attempt)
+    return counts
+
+
+async def _copy_in_server(sides: _Sides, spec: TableSpec, result: TableResult, opts: PlacementOptions,
+                          on_progress: Progress | None) -> None:
+    assert sides.source_db is not None
+    low: Key | None = None
+    while True:
+        bound = await _read_chunk(sides.source, statements.boundary(spec, low, opts.chunk_size))
+        high: Key | None = tuple(int(v) for v in bound[0]) if bound else None
+        where = statements.key_range(spec, low, high)
+        _, copied = await _write_in_server(sides.target, [
+            f"DELETE FROM `{spec.name}` WHERE {where}", statements.insert_select(spec, sides.source_db, where)])
+        result.source_rows += copied
+        result.rows_copied += copied
+        result.chunks += 1
+        if on_progress:
+            on_progress(sides.run)
+        if high is None:
+            return
+        low = high
+
+
 async def _copy_table(sides: _Sides, spec: TableSpec, result: TableResult, opts: PlacementOptions,
                       on_progress: Progress | None) -> None:
+    if sides.source_db:
+        return await _copy_in_server(sides, spec, result, opts, on_progress)
     # Reading the next chunk overlaps writing this one: a queue of one chunk between them.
     chunks: asyncio.Queue[tuple[Key | None, Key, list[tuple[Any, ...]]] | None] = asyncio.Queue(1)
     key_of = _key_of(spec)
@@ -321,14 +421,27 @@ async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key 
     fresh = [key for key, digest in source.items() if target.get(key) != digest]
     if not stale and not fresh:
         return False
+    # Every key written is deleted first (a changed row is both stale and fresh): a retry after a commit
+    # whose answer was lost writes nothing twice.
+    doomed = sorted(set(stale) | set(fresh))
+    deletes = [statements.delete_keys(spec, doomed[i:i + _KEYS_PER_STATEMENT])
+               for i in range(0, len(doomed), _KEYS_PER_STATEMENT)]
+    if sides.source_db:
+        inserts = [statements.insert_select(spec, sides.source_db,
+                                            statements.keys_in(spec, fresh[i:i + _KEYS_PER_STATEMENT]))
+                   for i in range(0, len(fresh), _KEYS_PER_STATEMENT)]
+        counts = await _write_in_server(sides.target, [*deletes, *inserts])
+        result.rows_deleted += len(stale)
+        result.rows_copied += sum(counts[len(deletes):])
+        return True
     rows: list[tuple[Any, ...]] = []
     for start in range(0, len(fresh), _KEYS_PER_STATEMENT):
         rows += await _read_chunk(sides.source, statements.read_keys(spec, fresh[start:start + _KEYS_PER_STATEMENT]))
 
     async def attempt() -> None:
         async with sides.target.begin() as conn:
-            for start in range(0, len(stale), _KEYS_PER_STATEMENT):
-                await conn.exec_driver_sql(statements.delete_keys(spec, stale[start:start + _KEYS_PER_STATEMENT]))
+            for sql in deletes:
+                await conn.exec_driver_sql(sql)
             if rows:
                 await conn.exec_driver_sql(statements.insert(spec), rows)
 
@@ -358,8 +471,10 @@ async def copy_placement(source_url: str, target_url: str, opts: PlacementOption
 
     async def body(sides: _Sides) -> None:
         await _prepare_target(sides, opts)
+        await _find_source_in_reach(sides, opts)
         await _each_table(sides, opts, lambda spec, result: _copy_table(sides, spec, result, opts, on_progress),
                           on_progress)
+        await _build_indexes(sides, opts)
         await _stamp(sides)
 
     return await _command("copy", source_url, target_url, opts, body)
@@ -372,10 +487,16 @@ async def _compare(command: str, source_url: str, target_url: str, opts: Placeme
         if not tables & set(COPY_ORDER):
             raise SchemaError(f"{sides.run.target}: has no placement tables; run `fastmigrate placement copy` "
                               "first")
+        if repair:
+            await _find_source_in_reach(sides, opts)
         await _each_table(sides, opts, lambda spec, result: _walk(sides, spec, result, opts, repair=repair,
                                                                   on_progress=on_progress), on_progress)
         if repair and ALEMBIC_VERSION in tables:
-            await _stamp(sides)  # a copy that was cut off is complete now
+            await _build_indexes(sides, opts)  # a copy that was cut off is complete now
+            await _stamp(sides)
+        elif not repair:
+            sides.run.missing_indexes = sorted(i[0] for wanted in (await _missing_indexes(sides)).values()
+                                               for i in wanted)
 
     return await _command(command, source_url, target_url, opts, body)
 

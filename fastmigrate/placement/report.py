@@ -39,6 +39,13 @@ def format_placement(run: PlacementRun, *, max_listed: int = 50) -> str:
                                enumerate(zip(row, widths))).rstrip())
     if run.created_schema:
         lines.append("created placement's initial schema in the target")
+    if run.in_server:
+        lines.append("rows copied inside the server (INSERT ... SELECT from the source database), not through "
+                     "fastmigrate")
+    if run.indexes_built:
+        lines.append(f"built {run.indexes_built} secondary indexes after the rows were in")
+    if run.missing_indexes:
+        lines.append(f"indexes an unfinished copy has yet to build: {', '.join(run.missing_indexes)} (run sync)")
     if run.replaced:
         lines.append("--replace: emptied the target's placement tables first (schema and revision kept)")
     if run.stamped:
@@ -54,7 +61,7 @@ def format_placement(run: PlacementRun, *, max_listed: int = 50) -> str:
                      + ("now `fastmigrate placement verify` (with placement and nova-api stopped, or it "
                         "finds what changed since)" if run.command == "sync"
                         else "nova is still writing: during the outage run `fastmigrate placement sync`, then verify"))
-    elif listed:
+    elif listed or run.missing_indexes:
         lines.append(f"{len(listed)} differing key ranges: run `fastmigrate placement sync` (exit 3)")
     else:
         lines.append(f"every table equal on both sides ({run.seconds:.1f} s)")
@@ -72,7 +79,9 @@ def _table_json(t: TableResult) -> dict[str, Any]:
 def placement_json(run: PlacementRun) -> str:
     document = {"command": f"placement {run.command}", "source": run.source, "target": run.target,
                 "exit_code": int(run.exit_code), "seconds": run.seconds, "created_schema": run.created_schema,
-                "replaced": run.replaced, "stamped": run.stamped, "tables": [_table_json(t) for t in run.tables]}
+                "replaced": run.replaced, "in_server": run.in_server, "stamped": run.stamped,
+                "indexes_built": run.indexes_built, "missing_indexes": run.missing_indexes,
+                "tables": [_table_json(t) for t in run.tables]}
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 

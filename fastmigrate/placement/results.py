@@ -32,13 +32,16 @@ class PlacementRun:
     tables: list[TableResult] = field(default_factory=list)
     created_schema: bool = False
     replaced: bool = False  # --replace emptied the target's tables first
+    in_server: bool = False  # rows copied inside the server (INSERT ... SELECT), not through fastmigrate
+    indexes_built: int = 0  # secondary indexes built after the rows were in (copy, or a sync finishing one)
+    missing_indexes: list[str] = field(default_factory=list)  # verify: those an unfinished copy has yet to build
     stamped: str | None = None  # the alembic revision written to alembic_version, if this run wrote it
     seconds: float = 0.0
     expected_rows: int = 0  # for progress: the source's row count when the run began
 
     @property
     def exit_code(self) -> ExitCode:
-        if any(t.differing for t in self.tables):
+        if any(t.differing for t in self.tables) or self.missing_indexes:
             return ExitCode.DIFFERENCES
         return ExitCode.DONE
 

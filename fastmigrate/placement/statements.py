@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from .schema import TableSpec
 
-__all__ = ["Key", "boundary", "checksum", "delete_keys", "insert", "key_range", "read_after", "read_keys",
-           "row_hashes"]
+__all__ = ["Key", "boundary", "checksum", "delete_keys", "insert", "insert_select", "key_range", "keys_in",
+           "read_after", "read_keys", "row_hashes"]
 
 Key = tuple[int, ...]
 
@@ -96,7 +96,7 @@ def read_after(spec: TableSpec, low: Key | None, limit: int) -> str:
 
 def read_keys(spec: TableSpec, keys: Sequence[Key]) -> str:
     """Whole rows by key: the few a sync copies out of a differing chunk."""
-    return f"SELECT {_columns(spec.columns)} FROM {_q(spec.name)} WHERE {_keys_in(spec, keys)}"
+    return f"SELECT {_columns(spec.columns)} FROM {_q(spec.name)} WHERE {keys_in(spec, keys)}"
 
 
 def insert(spec: TableSpec) -> str:
@@ -105,11 +105,19 @@ def insert(spec: TableSpec) -> str:
     return f"INSERT INTO {_q(spec.name)} ({_columns(spec.columns)}) VALUES ({marks})"
 
 
+def insert_select(spec: TableSpec, source_db: str, where: str) -> str:
+    """Copy the source's rows matching ``where`` inside the server, from the database ``source_db`` that the
+    target's session can read (both on one server): no row travels through fastmigrate."""
+    return (f"INSERT INTO {_q(spec.name)} ({_columns(spec.columns)}) SELECT {_columns(spec.columns)} "
+            f"FROM {_q(source_db)}.{_q(spec.name)} WHERE {where}")
+
+
 def delete_keys(spec: TableSpec, keys: Sequence[Key]) -> str:
-    return f"DELETE FROM {_q(spec.name)} WHERE {_keys_in(spec, keys)}"
+    return f"DELETE FROM {_q(spec.name)} WHERE {keys_in(spec, keys)}"
 
 
-def _keys_in(spec: TableSpec, keys: Sequence[Key]) -> str:
+def keys_in(spec: TableSpec, keys: Sequence[Key]) -> str:
+    """The WHERE condition matching exactly these keys."""
     if not keys:
         raise ValueError("no keys")
     if len(spec.key) == 1:
