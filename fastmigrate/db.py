@@ -35,8 +35,10 @@ __all__ = [
     "is_mysql",
     "mask",
     "mysql_errno",
+    "mysql_url",
     "normalize_url",
     "read_catalog",
+    "read_rows",
     "schema_problems",
     "session_settings",
     "retrying",
@@ -69,6 +71,15 @@ def normalize_url(text: str) -> URL:
     url = url.set(drivername=_ASYNC_DRIVERS[backend]).difference_update_query(["plugin"])
     if backend == "sqlite" and url.database in (None, "", ":memory:"):
         raise UsageError(f"{mask(url)}: name a database file, e.g. sqlite:////var/lib/nova/nova.sqlite")
+    return url
+
+
+def mysql_url(text: str) -> URL:
+    """``normalize_url`` for the commands that work on MySQL/MariaDB only (placement's)."""
+    url = normalize_url(text)
+    if url.get_backend_name() != "mysql":
+        raise UsageError(f"{mask(text)}: placement commands work on MySQL/MariaDB databases "
+                         "(mysql+pymysql://USER:PASSWORD@HOST/nova_api)")
     return url
 
 
@@ -138,6 +149,19 @@ async def retrying(operation: Callable[[], Awaitable[T]], *, attempts: int = 6,
                 raise
         await sleep(backoff(attempt))
         attempt += 1
+
+
+async def read_rows(engine: AsyncEngine, statement: str | Executable) -> list[Any]:
+    """The rows of one read (SQL text or a Core statement) in autocommit: no snapshot held open between
+    reads, each its own connection from the pool, retried on a lost connection."""
+    async def attempt() -> list[Any]:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            result = await (conn.exec_driver_sql(statement) if isinstance(statement, str) else conn.execute(statement))
+            return list(result)
+
+    rows, _ = await retrying(attempt)
+    return rows
 
 
 def session_settings(server_version: str, statement_timeout: float) -> list[str]:

@@ -194,6 +194,8 @@ async def test_delete_leaves_an_orphan_that_changed_since_it_was_read(nova: tupl
 async def test_cells_left_out_templates_and_wrong_databases_are_refused(
         nova: tuple[Database, list[Database]]) -> None:
     api, cells = nova
+    with pytest.raises(UsageError, match="placement commands work on MySQL/MariaDB"):
+        await audit_placement(api.url, "sqlite:////tmp/placement.db")
     with pytest.raises(UsageError, match="maps 2 cells .* --cell-db names 1"):
         await audit_placement(api.url, None, [cells[0].url])
     with pytest.raises(SchemaError, match="not a nova_api database"):

@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..db import connect_engine, mask, normalize_url, read_catalog, retrying, schema_problems
+from ..db import connect_engine, mask, mysql_url, read_catalog, read_rows, retrying, schema_problems
 from ..errors import SchemaError, UsageError
 from ..schema import instances
 from .results import AuditResult, Orphan
@@ -120,18 +120,7 @@ class _Chunk:
     """One key range of allocations, grouped by consumer: consumer -> [(id, provider id, class id, used)]."""
 
     allocations: dict[str, list[tuple[int, int, int, int]]]
-    consumers: dict[str, tuple[int, int, int]]  # uuid -> (id, generation, project id)
-
-
-async def _rows(engine: AsyncEngine, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
-    """A read in autocommit (no snapshot held open between chunks), retried on a lost connection."""
-    async def attempt() -> list[Any]:
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return list(await conn.execute(statement, params or {}))
-
-    rows, _ = await retrying(attempt)
-    return rows
+    consumers: dict[str, tuple[int, int]]  # uuid -> (generation, project id)
 
 
 def _in(column: Any, values: Iterable[Any]) -> Any:
@@ -149,7 +138,7 @@ async def _cells_of(api: AsyncEngine, api_label: str, cell_urls: Sequence[str], 
     Given cells must be as many as the mapped ones: an instance of a cell left out would look orphaned."""
     await _check(api, api_label, {"cell_mappings": {"uuid", "name", "database_connection"}},
                  "a nova_api database (no cell_mappings); point --api-db at [api_database]/connection")
-    mapped = await _rows(api, select(cell_mappings.c.uuid, cell_mappings.c.name,
+    mapped = await read_rows(api, select(cell_mappings.c.uuid, cell_mappings.c.name,
                                      cell_mappings.c.database_connection).order_by(cell_mappings.c.id))
     if cell_urls:
         real = [row for row in mapped if row.uuid != CELL0]
@@ -176,43 +165,43 @@ async def _cells_of(api: AsyncEngine, api_label: str, cell_urls: Sequence[str], 
 
 
 def _engine(url: str, timeout: float, *, read_only: bool = True) -> AsyncEngine:
-    return connect_engine(normalize_url(url), pool_size=2, read_only=read_only, statement_timeout=timeout)
+    return connect_engine(mysql_url(url), pool_size=2, read_only=read_only, statement_timeout=timeout)
 
 
 async def _read_chunk(placement: AsyncEngine, low: str | None, size: int) -> tuple[_Chunk, str | None]:
     """The allocations of the consumers after ``low`` up to about ``size`` rows (whole consumers), and the
     consumer to continue after (None: the end)."""
     after = allocations.c.consumer_id > low if low is not None else true()
-    bound = await _rows(placement, select(allocations.c.consumer_id).where(after)
+    bound = await read_rows(placement, select(allocations.c.consumer_id).where(after)
                         .order_by(allocations.c.consumer_id).offset(size - 1).limit(1))
     high: str | None = bound[0][0] if bound else None
     upto = allocations.c.consumer_id <= high if high is not None else true()
-    rows = await _rows(placement, select(allocations.c.consumer_id, allocations.c.id,
+    rows = await read_rows(placement, select(allocations.c.consumer_id, allocations.c.id,
                                          allocations.c.resource_provider_id, allocations.c.resource_class_id,
                                          allocations.c.used).where(after, upto))
     grouped: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
     for consumer, *allocation in rows:
         grouped[consumer].append(tuple(allocation))
-    records: dict[str, tuple[int, int, int]] = {}
+    records: dict[str, tuple[int, int]] = {}
     if grouped:
-        for row in await _rows(placement, select(consumers.c.uuid, consumers.c.id, consumers.c.generation,
-                                                 consumers.c.project_id).where(_in(consumers.c.uuid, grouped))):
-            records[row.uuid] = (row.id, row.generation, row.project_id)
+        for row in await read_rows(placement, select(consumers.c.uuid, consumers.c.generation, consumers.c.project_id)
+                                   .where(_in(consumers.c.uuid, grouped))):
+            records[row.uuid] = (row.generation, row.project_id)
     return _Chunk(dict(grouped), records), high
 
 
 async def _nova_side(api: AsyncEngine, cells: Sequence[_Cell], uuids: list[str]) -> dict[str, tuple[bool, str]]:
     """For each of ``uuids`` (consumers holding nova's classes): (orphaned, why). nova_api is read before
     the cells: a build request that is gone by then left its instance in a cell already."""
-    building = {r[0] for r in await _rows(api, select(build_requests.c.instance_uuid)
+    building = {r[0] for r in await read_rows(api, select(build_requests.c.instance_uuid)
                                           .where(_in(build_requests.c.instance_uuid, uuids)))}
-    mapped = {r[0] for r in await _rows(api, select(instance_mappings.c.instance_uuid)
+    mapped = {r[0] for r in await read_rows(api, select(instance_mappings.c.instance_uuid)
                                         .where(_in(instance_mappings.c.instance_uuid, uuids)))}
 
     async def look(cell: _Cell) -> tuple[_Cell, list[Any], list[Any]]:
         found, moves = await asyncio.gather(
-            _rows(cell.engine, select(instances.c.uuid, instances.c.deleted).where(_in(instances.c.uuid, uuids))),
-            _rows(cell.engine, select(migrations.c.uuid, migrations.c.status, migrations.c.deleted)
+            read_rows(cell.engine, select(instances.c.uuid, instances.c.deleted).where(_in(instances.c.uuid, uuids))),
+            read_rows(cell.engine, select(migrations.c.uuid, migrations.c.status, migrations.c.deleted)
                   .where(_in(migrations.c.uuid, uuids))))
         return cell, found, moves
 
@@ -254,16 +243,16 @@ async def _names(placement: AsyncEngine, result: AuditResult) -> None:
     """Providers, classes and projects of the orphans by name, for the report."""
     provider_ids = {a[1] for o in result.orphans for a in o.allocations}
     project_ids = {o.project_id for o in result.orphans if o.project_id is not None}
-    rows = await _rows(placement, select(resource_classes.c.id, resource_classes.c.name))
+    rows = await read_rows(placement, select(resource_classes.c.id, resource_classes.c.name))
     result.class_names = {**dict(enumerate(STANDARD_CLASSES)), **{r.id: r.name for r in rows}}
     ids = sorted(provider_ids)
     for start in range(0, len(ids), 1000):
-        for row in await _rows(placement, select(providers.c.id, providers.c.uuid, providers.c.name)
+        for row in await read_rows(placement, select(providers.c.id, providers.c.uuid, providers.c.name)
                                .where(_in(providers.c.id, ids[start:start + 1000]))):
             result.providers[row.id] = (row.uuid, row.name)
     ids = sorted(project_ids)
     for start in range(0, len(ids), 1000):
-        for row in await _rows(placement, select(projects.c.id, projects.c.external_id)
+        for row in await read_rows(placement, select(projects.c.id, projects.c.external_id)
                                .where(_in(projects.c.id, ids[start:start + 1000]))):
             result.projects[row.id] = row.external_id
 
@@ -335,8 +324,8 @@ async def audit_placement(api_url: str, placement_url: str | None = None, cell_u
         for cell in cells:
             await _check(cell.engine, cell.name, _CELL_COLUMNS, "a nova cell database")
         result.cells = [cell.name for cell in cells]
-        result.expected_consumers = (await _rows(placement, select(func.count()).select_from(consumers)))[0][0]
-        result.no_root = [(r.uuid, r.name) for r in await _rows(
+        result.expected_consumers = (await read_rows(placement, select(func.count()).select_from(consumers)))[0][0]
+        result.no_root = [(r.uuid, r.name) for r in await read_rows(
             placement, select(providers.c.uuid, providers.c.name).where(providers.c.root_provider_id.is_(None))
             .order_by(providers.c.id))]
         await _scan(placement, api, cells, result, opts, on_progress)
@@ -366,8 +355,8 @@ async def _scan(placement: AsyncEngine, api: AsyncEngine, cells: Sequence[_Cell]
                 result.no_consumer.append((uuid, len(held)))
             orphaned, why = verdicts.get(uuid, (False, "not nova's"))
             if orphaned:
-                result.orphans.append(Orphan(uuid, why, tuple(sorted(held)), record[1] if record else None,
-                                             record[2] if record else None))
+                generation, project = record or (None, None)
+                result.orphans.append(Orphan(uuid, why, tuple(sorted(held)), generation, project))
             elif why in ("migrating", "building", "mapped"):
                 result.kept[why] += 1
         if on_progress:

@@ -27,15 +27,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..db import (DATABASE_ERRORS, connect_engine, mask, mysql_errno, normalize_url, read_catalog, retrying,
-                  schema_problems)
+from ..db import (DATABASE_ERRORS, connect_engine, mask, mysql_errno, mysql_url, read_catalog, read_rows,
+                  retrying, schema_problems)
 from ..errors import FastmigrateError, SchemaError, UsageError
 from . import statements
 from .results import PlacementRun, TableResult
@@ -84,12 +84,7 @@ class _Sides:
 
 def _open(command: str, source_url: str, target_url: str, opts: PlacementOptions) -> _Sides:
     """Both engines: the source read-only always, the target read-only for verify."""
-    urls = [normalize_url(source_url), normalize_url(target_url)]
-    for url, text in zip(urls, (source_url, target_url)):
-        if url.get_backend_name() != "mysql":
-            raise UsageError(f"{mask(text)}: placement commands work on MySQL/MariaDB databases "
-                             "(mysql+pymysql://USER:PASSWORD@HOST/nova_api)")
-    source, target = urls
+    source, target = mysql_url(source_url), mysql_url(target_url)
     if (source.host, source.port, source.database) == (target.host, target.port, target.database):
         raise UsageError(f"--from and --to are the same database ({mask(target_url)}); placement goes to a "
                          "database of its own, e.g. .../placement")
@@ -218,12 +213,12 @@ async def _find_source_in_reach(sides: _Sides, opts: PlacementOptions) -> None:
     user may SELECT them): then chunks are copied inside the server."""
     if not opts.in_server:
         return
-    (source,), (target,) = await asyncio.gather(_read_chunk(sides.source, _WHERE), _read_chunk(sides.target, _WHERE))
+    (source,), (target,) = await asyncio.gather(read_rows(sides.source, _WHERE), read_rows(sides.target, _WHERE))
     if tuple(source[:3]) != tuple(target[:3]):
         return
     try:
         for name in COPY_ORDER:
-            await _read_chunk(sides.target, f"SELECT 1 FROM `{source[3]}`.`{name}` LIMIT 0")
+            await read_rows(sides.target, f"SELECT 1 FROM `{source[3]}`.`{name}` LIMIT 0")
     except DATABASE_ERRORS as exc:
         if mysql_errno(exc) in _DENIED:
             return
@@ -265,59 +260,52 @@ def _key_of(spec: TableSpec) -> Callable[[Sequence[Any]], Key]:
     return lambda row: tuple(int(row[i]) for i in positions)
 
 
-async def _read_chunk(engine: AsyncEngine, sql: str) -> list[tuple[Any, ...]]:
-    async def attempt() -> list[tuple[Any, ...]]:
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return [tuple(row) for row in await conn.exec_driver_sql(sql)]
-
-    rows, _ = await retrying(attempt)
-    return rows
+Write = tuple[str, Sequence[tuple[Any, ...]] | None]  # SQL, and the rows of an executemany (None: none)
 
 
-async def _replace_range(engine: AsyncEngine, spec: TableSpec, low: Key | None, high: Key | None,
-                         rows: Sequence[tuple[Any, ...]]) -> None:
-    """The target's rows in ``(low, high]`` become ``rows``, in one transaction; safe to retry."""
-    async def attempt() -> None:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql(f"DELETE FROM `{spec.name}` WHERE {statements.key_range(spec, low, high)}")
-            if rows:
-                await conn.exec_driver_sql(statements.insert(spec), list(rows))
-
-    await retrying(attempt)
-
-
-async def _write_in_server(engine: AsyncEngine, writes: Sequence[str]) -> list[int]:
-    """These writes in one READ COMMITTED transaction (an INSERT ... SELECT's reads of the source then take
-    no locks), retried: the rows each one touched."""
+async def _transaction(engine: AsyncEngine, writes: Sequence[Write]) -> list[int]:
+    """These writes to the target in one transaction, retried: the rows each one touched. READ COMMITTED, so
+    that an INSERT ... SELECT reads the source without locking it."""
     async def attempt() -> list[int]:
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="READ COMMITTED")
             async with conn.begin():
-                return [(await conn.exec_driver_sql(sql)).rowcount for sql in writes]
+                counts = []
+                for sql, rows in writes:
+                    result = await (conn.exec_driver_sql(sql, [tuple(r) for r in rows]) if rows
+                                    else conn.exec_driver_sql(sql))
+                    counts.append(result.rowcount)
+                return counts
 
     counts, _ = await retrying(attempt)
     return counts
 
 
+async def _ranges(sides: _Sides, spec: TableSpec, size: int) -> AsyncIterator[tuple[Key | None, Key | None]]:
+    """The source's key order cut into ranges ``(low, high]`` of ``size`` rows; the last one is open-ended
+    (target rows past the source's last key belong to it)."""
+    low: Key | None = None
+    while True:
+        bound = await read_rows(sides.source, statements.boundary(spec, low, size))
+        high: Key | None = tuple(int(v) for v in bound[0]) if bound else None
+        yield low, high
+        if high is None:
+            return
+        low = high
+
+
 async def _copy_in_server(sides: _Sides, spec: TableSpec, result: TableResult, opts: PlacementOptions,
                           on_progress: Progress | None) -> None:
     assert sides.source_db is not None
-    low: Key | None = None
-    while True:
-        bound = await _read_chunk(sides.source, statements.boundary(spec, low, opts.chunk_size))
-        high: Key | None = tuple(int(v) for v in bound[0]) if bound else None
+    async for low, high in _ranges(sides, spec, opts.chunk_size):
         where = statements.key_range(spec, low, high)
-        _, copied = await _write_in_server(sides.target, [
-            f"DELETE FROM `{spec.name}` WHERE {where}", statements.insert_select(spec, sides.source_db, where)])
+        _, copied = await _transaction(sides.target, [(statements.delete_range(spec, where), None),
+                                                      (statements.insert_select(spec, sides.source_db, where), None)])
         result.source_rows += copied
         result.rows_copied += copied
         result.chunks += 1
         if on_progress:
             on_progress(sides.run)
-        if high is None:
-            return
-        low = high
 
 
 async def _copy_table(sides: _Sides, spec: TableSpec, result: TableResult, opts: PlacementOptions,
@@ -331,7 +319,7 @@ async def _copy_table(sides: _Sides, spec: TableSpec, result: TableResult, opts:
     async def read() -> None:
         low: Key | None = None
         while True:
-            rows = await _read_chunk(sides.source, statements.read_after(spec, low, opts.chunk_size))
+            rows = await read_rows(sides.source, statements.read_after(spec, low, opts.chunk_size))
             if not rows:
                 break
             high = key_of(rows[-1])
@@ -345,7 +333,8 @@ async def _copy_table(sides: _Sides, spec: TableSpec, result: TableResult, opts:
     async def write() -> None:
         while (chunk := await chunks.get()) is not None:
             low, high, rows = chunk
-            await _replace_range(sides.target, spec, low, high, rows)
+            await _transaction(sides.target, [(statements.delete_range(spec, statements.key_range(spec, low, high)),
+                                               None), (statements.insert(spec), rows)])
             result.rows_copied += len(rows)
             result.chunks += 1
             if on_progress:
@@ -372,17 +361,14 @@ async def _walk(sides: _Sides, spec: TableSpec, result: TableResult, opts: Place
     """Chunks of the source's key order, compared by checksum in each server; a differing chunk is listed
     (verify) or made equal row by row (sync). The last chunk is open-ended: target rows past the source's
     last key belong to it."""
-    low: Key | None = None
     recent: deque[bool] = deque(maxlen=_RECENT)
-    while True:
-        bound = await _read_chunk(sides.source, statements.boundary(spec, low, opts.chunk_size))
-        high: Key | None = tuple(int(v) for v in bound[0]) if bound else None
+    async for low, high in _ranges(sides, spec, opts.chunk_size):
         if repair and row_by_row_first(recent):
             differed = await _repair(sides, spec, result, low, high, count=True)
         else:
             sql = statements.checksum(spec, low, high)
-            (source,), (target,) = await asyncio.gather(_read_chunk(sides.source, sql),
-                                                        _read_chunk(sides.target, sql))
+            (source,), (target,) = await asyncio.gather(read_rows(sides.source, sql),
+                                                        read_rows(sides.target, sql))
             result.source_rows += int(source[0])
             result.target_rows += int(target[0])
             differed = tuple(source) != tuple(target)
@@ -395,9 +381,6 @@ async def _walk(sides: _Sides, spec: TableSpec, result: TableResult, opts: Place
         recent.append(differed)
         if on_progress:
             on_progress(sides.run)
-        if high is None:
-            return
-        low = high
 
 
 # Keys per statement when a sync deletes or reads rows by key.
@@ -410,7 +393,7 @@ async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key 
     or changed at the source are deleted, those new or changed are read by key and copied. Whether anything
     differed. ``count``: add the chunk's rows to the result (no checksum counted them)."""
     sql = statements.row_hashes(spec, low, high)
-    source_rows, target_rows = await asyncio.gather(_read_chunk(sides.source, sql), _read_chunk(sides.target, sql))
+    source_rows, target_rows = await asyncio.gather(read_rows(sides.source, sql), read_rows(sides.target, sql))
     width = len(spec.key)
     source = {tuple(int(v) for v in row[:width]): row[width] for row in source_rows}
     target = {tuple(int(v) for v in row[:width]): row[width] for row in target_rows}
@@ -424,30 +407,18 @@ async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key 
     # Every key written is deleted first (a changed row is both stale and fresh): a retry after a commit
     # whose answer was lost writes nothing twice.
     doomed = sorted(set(stale) | set(fresh))
-    deletes = [statements.delete_keys(spec, doomed[i:i + _KEYS_PER_STATEMENT])
-               for i in range(0, len(doomed), _KEYS_PER_STATEMENT)]
+    deletes: list[Write] = [(statements.delete_keys(spec, doomed[i:i + _KEYS_PER_STATEMENT]), None)
+                            for i in range(0, len(doomed), _KEYS_PER_STATEMENT)]
+    batches = [fresh[i:i + _KEYS_PER_STATEMENT] for i in range(0, len(fresh), _KEYS_PER_STATEMENT)]
     if sides.source_db:
-        inserts = [statements.insert_select(spec, sides.source_db,
-                                            statements.keys_in(spec, fresh[i:i + _KEYS_PER_STATEMENT]))
-                   for i in range(0, len(fresh), _KEYS_PER_STATEMENT)]
-        counts = await _write_in_server(sides.target, [*deletes, *inserts])
-        result.rows_deleted += len(stale)
-        result.rows_copied += sum(counts[len(deletes):])
-        return True
-    rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(fresh), _KEYS_PER_STATEMENT):
-        rows += await _read_chunk(sides.source, statements.read_keys(spec, fresh[start:start + _KEYS_PER_STATEMENT]))
-
-    async def attempt() -> None:
-        async with sides.target.begin() as conn:
-            for sql in deletes:
-                await conn.exec_driver_sql(sql)
-            if rows:
-                await conn.exec_driver_sql(statements.insert(spec), rows)
-
-    await retrying(attempt)
+        inserts: list[Write] = [(statements.insert_select(spec, sides.source_db, statements.keys_in(spec, keys)),
+                                 None) for keys in batches]
+    else:
+        rows = [row for keys in batches for row in await read_rows(sides.source, statements.read_keys(spec, keys))]
+        inserts = [(statements.insert(spec), rows)] if rows else []
+    counts = await _transaction(sides.target, [*deletes, *inserts])
     result.rows_deleted += len(stale)
-    result.rows_copied += len(rows)
+    result.rows_copied += sum(counts[len(deletes):])
     return True
 
 

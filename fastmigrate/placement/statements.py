@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from .schema import TableSpec
 
-__all__ = ["Key", "boundary", "checksum", "delete_keys", "insert", "insert_select", "key_range", "keys_in",
-           "read_after", "read_keys", "row_hashes"]
+__all__ = ["Key", "boundary", "checksum", "delete_keys", "delete_range", "insert", "insert_select", "key_range",
+           "keys_in", "read_after", "read_keys", "row_hashes"]
 
 Key = tuple[int, ...]
 
@@ -103,6 +103,10 @@ def insert(spec: TableSpec) -> str:
     """A row's INSERT, for executemany (which the driver sends as multi-row INSERTs)."""
     marks = ", ".join(["%s"] * len(spec.columns))
     return f"INSERT INTO {_q(spec.name)} ({_columns(spec.columns)}) VALUES ({marks})"
+
+
+def delete_range(spec: TableSpec, where: str) -> str:
+    return f"DELETE FROM {_q(spec.name)} WHERE {where}"
 
 
 def insert_select(spec: TableSpec, source_db: str, where: str) -> str:
