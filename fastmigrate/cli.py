@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Generic, NoReturn, TextIO, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TextIO, TypeVar
 
 from .db import DATABASE_ERRORS
 from .errors import FastmigrateError, UsageError
@@ -215,51 +215,51 @@ def _placement_parser(commands: Any) -> None:
 
 
 def _placement(args: argparse.Namespace) -> int:
-    if args.step == "audit":
-        return _audit(args)
-    from .placement import PlacementRun, copy_placement, sync_placement, verify_placement
-    from .placement.report import format_placement, format_placement_progress, placement_json
+    from .placement import audit_placement, copy_placement, sync_placement, verify_placement
+    from .placement.report import (audit_json, format_audit, format_audit_progress, format_placement,
+                                   format_placement_progress, placement_json)
 
+    if args.step == "audit":
+        audit = AuditOptions(chunk_size=args.chunk_size, delete=args.delete, statement_timeout=args.statement_timeout)
+        return _reported(args, lambda progress: audit_placement(args.api_db, args.placement_db, args.cell_db, audit,
+                                                                on_progress=progress),
+                         format_audit_progress, audit_json, format_audit,
+                         "deletions committed are kept (each removed only allocations that were orphaned): rerun")
     options = PlacementOptions(chunk_size=args.chunk_size, parallel=args.parallel,
                                replace=getattr(args, "replace", False), statement_timeout=args.statement_timeout,
                                in_server=not getattr(args, "through_client", False))
     command = {"copy": copy_placement, "sync": sync_placement, "verify": verify_placement}[args.step]
+    # Every chunk is its own transaction and idempotent: what was committed stays, a rerun goes on.
+    return _reported(args, lambda progress: command(args.source, args.target, options, on_progress=progress),
+                     format_placement_progress, placement_json, format_placement,
+                     "committed chunks are kept: rerun (after a failed copy: `placement sync`, or `copy --replace`)")
+
+
+class _Outcome(Protocol):
+    @property
+    def exit_code(self) -> ExitCode: ...
+
+
+Out = TypeVar("Out", bound=_Outcome)
+
+
+def _reported(args: argparse.Namespace, start: Callable[[Any], Coroutine[Any, Any, Out]],
+              progress_line: Callable[[Out, float], str], as_json: Callable[[Out], str], as_text: Callable[[Out], str],
+              after_failure: str) -> int:
+    """A placement command: progress on a terminal, its report (or JSON) on stdout, its exit code; a database
+    failure becomes a message that says what was kept."""
     began = time.monotonic()
-    progress: _Progress[PlacementRun] | None = None if args.json else _Progress(
-        sys.stderr, lambda run: format_placement_progress(run, time.monotonic() - began))
+    progress: _Progress[Out] | None = None if args.json else _Progress(
+        sys.stderr, lambda result: progress_line(result, time.monotonic() - began))
     try:
-        run = _run(command(args.source, args.target, options, on_progress=progress))
+        result = _run(start(progress))
     except DATABASE_ERRORS as exc:
-        # Every chunk is its own transaction and idempotent: what was committed stays, a rerun goes on.
         text = str(getattr(exc, "orig", None) or exc)
-        raise FastmigrateError(f"placement {args.step} failed: {text}; committed chunks are kept: rerun "
-                               f"(after a failed copy: `placement sync`, or `copy --replace`)") from None
+        raise FastmigrateError(f"placement {args.step} failed: {text}; {after_failure}") from None
     finally:
         if progress:
             progress.close()
-    sys.stdout.write(placement_json(run) if args.json else format_placement(run))
-    return int(run.exit_code)
-
-
-def _audit(args: argparse.Namespace) -> int:
-    from .placement.audit import audit_placement
-    from .placement.report import audit_json, format_audit, format_audit_progress
-    from .placement.results import AuditResult
-
-    options = AuditOptions(chunk_size=args.chunk_size, delete=args.delete, statement_timeout=args.statement_timeout)
-    began = time.monotonic()
-    progress: _Progress[AuditResult] | None = None if args.json else _Progress(
-        sys.stderr, lambda result: format_audit_progress(result, time.monotonic() - began))
-    try:
-        result = _run(audit_placement(args.api_db, args.placement_db, args.cell_db, options, on_progress=progress))
-    except DATABASE_ERRORS as exc:
-        text = str(getattr(exc, "orig", None) or exc)
-        raise FastmigrateError(f"placement audit failed: {text}; deletions committed are kept (each removed "
-                               "only allocations that were orphaned): rerun") from None
-    finally:
-        if progress:
-            progress.close()
-    sys.stdout.write(audit_json(result) if args.json else format_audit(result))
+    sys.stdout.write(as_json(result) if args.json else as_text(result))
     return int(result.exit_code)
 
 
