@@ -28,12 +28,13 @@ from sqlalchemy.engine import URL, make_url
 
 from benchmarks.placement_fleet import (NOVA_SIDE, ORPHANED, PlacementFleet, create_nova_side,
                                         create_placement_fleet, sql_uuid)
-from benchmarks.run import _async, _machine, _mariadbd_cpu, _since, _sql
+from benchmarks.run import _async, _machine, _mariadbd_cpu, _since, _sql, copy_database
+from fastmigrate.placement import audit
 from fastmigrate.placement.schema import COPY_ORDER
 
 ROOT = Path(__file__).resolve().parent.parent
-API_TABLES = ("cell_mappings", "instance_mappings", "build_requests")
-CELL_TABLES = ("instances", "migrations")
+API_TABLES = tuple(table.name for table in audit.API_TABLES)
+CELL_TABLES = tuple(table.name for table in audit.CELL_TABLES)
 
 
 def main() -> int:
@@ -60,18 +61,6 @@ def _db(server: URL, name: str) -> str:
     return server.set(database=name).render_as_string(hide_password=False)
 
 
-def _copy_databases(server: URL, pairs: list[tuple[str, str, tuple[str, ...]]]) -> None:
-    """Each (from, to, tables): ``to`` recreated as a copy of those tables of ``from``, statistics fresh."""
-    statements = []
-    for source, target, tables in pairs:
-        statements += [f"DROP DATABASE IF EXISTS {target}", f"CREATE DATABASE {target} CHARACTER SET utf8"]
-        for table in tables:
-            statements += [f"CREATE TABLE {target}.{table} LIKE {source}.{table}",
-                           f"INSERT INTO {target}.{table} SELECT * FROM {source}.{table}"]
-        statements.append(f"ANALYZE TABLE {', '.join(f'{target}.{t}' for t in tables)}")
-    _sql(server, *statements)
-
-
 def _generate(server: URL, fleet: PlacementFleet, api: str, cells: list[str]) -> None:
     _sql(server, *(s for name in [api, *cells] for s in (f"DROP DATABASE IF EXISTS {name}",
                                                           f"CREATE DATABASE {name} CHARACTER SET utf8")))
@@ -90,7 +79,6 @@ def _generate(server: URL, fleet: PlacementFleet, api: str, cells: list[str]) ->
                 await engine.dispose()
 
     asyncio.run(_async(server, work))
-    _sql(server, *(f"ANALYZE TABLE {name}.{t}" for name in [api] for t in (*COPY_ORDER, *API_TABLES)))
 
 
 def _fastmigrate(*args: str) -> dict[str, Any]:
@@ -147,8 +135,9 @@ def _measure(server: URL, fleet: PlacementFleet, regenerate: bool) -> dict[str, 
         _generate(server, fleet, api, cells)
         print(f"generated {api} and its cells in {time.monotonic() - began:.0f} s", flush=True)
     work, placement = "fm_papi_work", "fm_placement_work"
-    _copy_databases(server, [(api, work, (*COPY_ORDER, *API_TABLES)),
-                             *((cell, f"{cell}_work", CELL_TABLES) for cell in cells)])
+    copy_database(server, api, work, (*COPY_ORDER, *API_TABLES))
+    for cell in cells:
+        copy_database(server, cell, f"{cell}_work", CELL_TABLES)
     row: dict[str, Any] = {}
     row["dump_load"] = _dump_load(server, work, "fm_dump_work")
     print(f"mysqldump | mysql: {row['dump_load']['wall_seconds']} s", flush=True)

@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -163,11 +164,18 @@ def _restore(server: URL, pristine: str) -> None:
     """fm_work := a copy of the pristine fleet: same ids, same physical order, freshly written (so hot in the
     buffer pool when it fits), with fresh statistics (as a DBA would leave a restored database, and so that
     no contender's plans depend on when InnoDB's background statistics update happens to run)."""
-    statements = ["DROP DATABASE IF EXISTS fm_work", "CREATE DATABASE fm_work CHARACTER SET utf8"]
-    for table in TABLES:
-        statements += [f"CREATE TABLE fm_work.{table} LIKE {pristine}.{table}",
-                       f"INSERT INTO fm_work.{table} SELECT * FROM {pristine}.{table} ORDER BY id"]
-    statements.append(f"ANALYZE TABLE {', '.join(f'fm_work.{table}' for table in TABLES)}")
+    copy_database(server, pristine, "fm_work", TABLES, order_by="id")
+
+
+def copy_database(server: URL, source: str, target: str, tables: Sequence[str], order_by: str | None = None) -> None:
+    """``target`` recreated as a copy of ``tables`` of ``source`` (rows in ``order_by`` order, if given),
+    then analyzed."""
+    order = f" ORDER BY {order_by}" if order_by else ""
+    statements = [f"DROP DATABASE IF EXISTS {target}", f"CREATE DATABASE {target} CHARACTER SET utf8"]
+    for table in tables:
+        statements += [f"CREATE TABLE {target}.{table} LIKE {source}.{table}",
+                       f"INSERT INTO {target}.{table} SELECT * FROM {source}.{table}{order}"]
+    statements.append(f"ANALYZE TABLE {', '.join(f'{target}.{table}' for table in tables)}")
     _sql(server, *statements)
 
 
