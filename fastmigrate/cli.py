@@ -165,8 +165,9 @@ def _placement_parser(commands: Any) -> None:
     helps = {
         "copy": "create placement's schema in an empty target (stamped b4ed3a175331) and copy the 11 tables, "
                 "several at once, while nova keeps running",
-        "sync": "compare both sides chunk by chunk (checksums computed in each server) and re-copy only the rows "
-                "that differ, rows deleted at the source included; repeatable",
+        "sync": "re-copy only what changed since: the keys nova_api's change log lists (after a copy or sync "
+                "with --track-changes), else the rows of the chunks whose checksums differ (computed in each "
+                "server), rows deleted at the source included; repeatable",
         "verify": "compare row counts and chunk checksums of every table; change nothing",
     }
     for step, text in helps.items():
@@ -190,7 +191,21 @@ def _placement_parser(commands: Any) -> None:
             sub.add_argument("--replace", action="store_true",
                              help="empty a target that already holds placement data and copy again (stop "
                                   "placement first; the schema and its alembic revision are kept)")
+        if step != "verify":
+            sub.add_argument("--track-changes", action="store_true",
+                             help="install triggers in nova_api that log the key of every placement row nova "
+                                  "changes, so that later syncs rewrite only those (needs CREATE, DROP and TRIGGER "
+                                  "on nova_api; `placement untrack` removes them)")
+        if step == "sync":
+            sub.add_argument("--checksums", action="store_true",
+                             help="compare every chunk's checksums even when the change log could be followed")
         sub.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    text = ("remove the change tracking from nova_api (--track-changes): its triggers, then its log")
+    untrack = steps.add_parser("untrack", help=text, description=text[0].upper() + text[1:] + ".",
+                               epilog=PLACEMENT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    untrack.add_argument("--from", dest="source", required=True, metavar="URL",
+                         help="the nova_api database ([api_database]/connection in nova.conf)")
+    untrack.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     text = ("list allocations whose consumer is no live instance in any cell, no migration in progress and no "
             "instance being built, with what they hold; --delete removes them. Also report what blocks "
             "`placement-manage db sync`: providers without root_provider_id, allocations without a consumers row")
@@ -215,7 +230,7 @@ def _placement_parser(commands: Any) -> None:
 
 
 def _placement(args: argparse.Namespace) -> int:
-    from .placement import audit_placement, copy_placement, sync_placement, verify_placement
+    from .placement import audit_placement, copy_placement, sync_placement, untrack_placement, verify_placement
     from .placement.report import (audit_json, format_audit, format_audit_progress, format_placement,
                                    format_placement_progress, placement_json)
 
@@ -225,9 +240,14 @@ def _placement(args: argparse.Namespace) -> int:
                                                                 on_progress=progress),
                          format_audit_progress, audit_json, format_audit,
                          "deletions committed are kept (each removed only allocations that were orphaned): rerun")
+    if args.step == "untrack":
+        return _reported(args, lambda _: untrack_placement(args.source), format_placement_progress, placement_json,
+                         format_placement, "rerun it")
     options = PlacementOptions(chunk_size=args.chunk_size, parallel=args.parallel,
                                replace=getattr(args, "replace", False), statement_timeout=args.statement_timeout,
-                               in_server=not getattr(args, "through_client", False))
+                               in_server=not getattr(args, "through_client", False),
+                               track_changes=getattr(args, "track_changes", False),
+                               checksums=getattr(args, "checksums", False))
     command = {"copy": copy_placement, "sync": sync_placement, "verify": verify_placement}[args.step]
     # Every chunk is its own transaction and idempotent: what was committed stays, a rerun goes on.
     return _reported(args, lambda progress: command(args.source, args.target, options, on_progress=progress),

@@ -25,6 +25,7 @@ checks (self-referencing provider trees; tables copied concurrently).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -37,13 +38,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..db import (DATABASE_ERRORS, connect_engine, mask, mysql_errno, mysql_url, read_catalog, read_rows,
                   retrying, schema_problems)
 from ..errors import FastmigrateError, SchemaError, UsageError
-from . import statements
+from . import statements, tracking
 from .results import PlacementRun, TableResult
 from .schema import (ALEMBIC_VERSION, COPY_ORDER, DEFERRED_INDEXES, INITIAL_REVISION, SPECS, TableSpec, add_indexes,
                      alembic_version, bare_tables)
 from .statements import Key
 
-__all__ = ["PlacementOptions", "TargetNotEmpty", "copy_placement", "sync_placement", "verify_placement"]
+__all__ = ["PlacementOptions", "TargetNotEmpty", "copy_placement", "sync_placement", "untrack_placement",
+           "verify_placement"]
 
 TARGET_SETTINGS = ("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')",
                    "SET SESSION foreign_key_checks = 0")
@@ -58,6 +60,8 @@ class PlacementOptions:
     replace: bool = False  # copy: empty a target that holds placement data instead of refusing it
     statement_timeout: float = 0  # seconds; 0: the server's own limit
     in_server: bool = True  # copy with INSERT ... SELECT when both databases are on one server
+    track_changes: bool = False  # copy, sync: install change tracking in nova_api (see tracking.py)
+    checksums: bool = False  # sync: compare checksums even when the change log could be followed
 
     def __post_init__(self) -> None:
         for name, low in (("chunk_size", 1), ("parallel", 1)):
@@ -76,10 +80,20 @@ class _Sides:
     target: AsyncEngine
     run: PlacementRun
     source_db: str | None = None  # the source database's name, when the target's sessions can read it in place
+    target_name: str = ""  # host:port/database of the target as its URL names it: whom a change log is kept for
+    writer: AsyncEngine | None = None  # a session that may write nova_api: change tracking only
+
+    def source_writer(self, opts: PlacementOptions) -> AsyncEngine:
+        """The one engine that writes nova_api, and only the change log and its triggers."""
+        if self.writer is None:
+            self.writer = connect_engine(self.source.url, pool_size=1, statement_timeout=opts.statement_timeout)
+        return self.writer
 
     async def close(self) -> None:
         await self.source.dispose()
         await self.target.dispose()
+        if self.writer is not None:
+            await self.writer.dispose()
 
 
 def _open(command: str, source_url: str, target_url: str, opts: PlacementOptions) -> _Sides:
@@ -94,14 +108,15 @@ def _open(command: str, source_url: str, target_url: str, opts: PlacementOptions
         connect_engine(target, pool_size=pool, read_only=command == "verify", statement_timeout=opts.statement_timeout,
                        settings=TARGET_SETTINGS),
         PlacementRun(command, mask(source_url), mask(target_url)),
+        target_name=f"{target.host}:{target.port or 3306}/{target.database}",
     )
 
 
-async def _check_source(sides: _Sides) -> None:
-    found, _ = await read_catalog(sides.source, sides.run.source, COPY_ORDER)
+async def _check_source(source: AsyncEngine, label: str) -> None:
+    found, _ = await read_catalog(source, label, COPY_ORDER)
     problems = schema_problems(found, _REQUIRED)
     if problems:
-        raise SchemaError(f"{sides.run.source}: not a nova_api database holding placement's tables: "
+        raise SchemaError(f"{label}: not a nova_api database holding placement's tables: "
                           f"{'; '.join(problems)}. Point --from at nova's API database ([api_database]/connection "
                           "in nova.conf)")
 
@@ -404,22 +419,97 @@ async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key 
     fresh = [key for key, digest in source.items() if target.get(key) != digest]
     if not stale and not fresh:
         return False
-    # Every key written is deleted first (a changed row is both stale and fresh): a retry after a commit
-    # whose answer was lost writes nothing twice.
-    doomed = sorted(set(stale) | set(fresh))
-    deletes: list[Write] = [(statements.delete_keys(spec, doomed[i:i + _KEYS_PER_STATEMENT]), None)
-                            for i in range(0, len(doomed), _KEYS_PER_STATEMENT)]
-    batches = [fresh[i:i + _KEYS_PER_STATEMENT] for i in range(0, len(fresh), _KEYS_PER_STATEMENT)]
-    if sides.source_db:
-        inserts: list[Write] = [(statements.insert_select(spec, sides.source_db, statements.keys_in(spec, keys)),
-                                 None) for keys in batches]
-    else:
-        rows = [row for keys in batches for row in await read_rows(sides.source, statements.read_keys(spec, keys))]
-        inserts = [(statements.insert(spec), rows)] if rows else []
+    deletes, inserts = await _rewrite(sides, spec, set(stale) | set(fresh), fresh)
     counts = await _transaction(sides.target, [*deletes, *inserts])
     result.rows_deleted += len(stale)
     result.rows_copied += sum(counts[len(deletes):])
     return True
+
+
+async def _rewrite(sides: _Sides, spec: TableSpec, doomed: set[Key],
+                   fresh: Sequence[Key]) -> tuple[list[Write], list[Write]]:
+    """The writes that delete the target's ``doomed`` keys, and those that then copy the source's ``fresh``
+    ones (keys the source no longer has copy nothing). Every key written is deleted first (a changed row is
+    both), so a retry after a commit whose answer was lost writes nothing twice."""
+    ordered = sorted(doomed)
+    deletes: list[Write] = [(statements.delete_keys(spec, ordered[i:i + _KEYS_PER_STATEMENT]), None)
+                            for i in range(0, len(ordered), _KEYS_PER_STATEMENT)]
+    batches = [fresh[i:i + _KEYS_PER_STATEMENT] for i in range(0, len(fresh), _KEYS_PER_STATEMENT)]
+    if sides.source_db:
+        return deletes, [(statements.insert_select(spec, sides.source_db, statements.keys_in(spec, keys)), None)
+                         for keys in batches]
+    rows = [row for keys in batches for row in await read_rows(sides.source, statements.read_keys(spec, keys))]
+    return deletes, [(statements.insert(spec), rows)] if rows else []
+
+
+# Refusals of CREATE TABLE / CREATE TRIGGER in nova_api: no grant (1044, 1142), SUPER needed (1227), binary
+# logging on without log_bin_trust_function_creators (1419).
+_NO_TRIGGERS = frozenset({1044, 1142, 1227, 1419})
+
+
+async def _tracking_before(sides: _Sides, opts: PlacementOptions) -> bool:
+    """Before a full pass (a copy, or a sync comparing checksums): install change tracking when asked.
+    Whether the pass starts with the target's tracking whole: then, ended, it makes the log followable."""
+    if opts.track_changes:
+        writer = sides.source_writer(opts)
+        try:
+            sides.run.tracking.installed = await tracking.install(writer, sides.target_name)
+        except DATABASE_ERRORS as exc:
+            if mysql_errno(exc) not in _NO_TRIGGERS:
+                raise
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await tracking.drop(writer)  # what was made before the refusal: nothing half-installed stays
+            text = str(getattr(exc, "orig", None) or exc)
+            raise FastmigrateError(
+                f"{sides.run.source}: cannot install change tracking ({text}). Grant nova_api's user CREATE, DROP "
+                "and TRIGGER on it (with binary logging on, also SET GLOBAL log_bin_trust_function_creators = 1), "
+                "or run without --track-changes: each sync then compares checksums") from None
+    state = await tracking.read_state(sides.source)
+    return state.target == sides.target_name and not state.missing and state.has_log
+
+
+async def _tracking_after(sides: _Sides, opts: PlacementOptions, whole_pass: bool) -> None:
+    """After a run: a full pass that began with the tracking whole makes the log followable; the note says
+    what nova_api's tracking is now."""
+    if whole_pass:
+        await tracking.mark_complete(sides.source_writer(opts), sides.target_name)
+    state = await tracking.read_state(sides.source)
+    note = sides.run.tracking
+    note.target, note.complete, note.pending = state.target, state.follows(sides.target_name), state.pending
+    note.elsewhere = state.target not in (None, sides.target_name)
+
+
+async def _replay(sides: _Sides, opts: PlacementOptions, state: tracking.Tracking,
+                  on_progress: Progress | None) -> None:
+    """Sync by the change log: batches of ``chunk_size`` entries, each one target transaction that rewrites
+    the logged keys, then the entries deleted. Entries logged after the sync began are left for the next."""
+    run, writer = sides.run, sides.source_writer(opts)
+    run.tables = [TableResult(name) for name in COPY_ORDER]
+    run.expected_rows = state.pending
+    while entries := await read_rows(sides.source, tracking.read_log(state.last, opts.chunk_size)):
+        began = time.monotonic()
+        logged: dict[str, set[Key]] = {}
+        for _, name, k1, k2 in entries:
+            logged.setdefault(str(name), set()).add(tracking.key_of(SPECS[str(name)], k1, k2))
+        writes: list[Write] = []
+        shares = []  # per table: its result, its keys, how many deletes and inserts of ``writes`` are its own
+        for name, keys in logged.items():
+            deletes, inserts = await _rewrite(sides, SPECS[name], keys, sorted(keys))
+            writes += [*deletes, *inserts]
+            shares.append((run.table(name), len(keys), len(deletes), len(inserts)))
+        counts = iter(await _transaction(sides.target, writes))
+        for result, changed, deleting, inserting in shares:
+            result.rows_deleted += sum(next(counts) for _ in range(deleting))
+            result.rows_copied += sum(next(counts) for _ in range(inserting))
+            result.source_rows += changed
+            result.chunks += 1
+            result.seconds = round(result.seconds + time.monotonic() - began, 3)
+        await tracking.forget(writer, [int(e[0]) for e in entries])
+        run.tracking.replayed += len(entries)
+        if on_progress:
+            on_progress(run)
+        if len(entries) < opts.chunk_size:
+            break
 
 
 async def _command(command: str, source_url: str, target_url: str, opts: PlacementOptions,
@@ -427,7 +517,7 @@ async def _command(command: str, source_url: str, target_url: str, opts: Placeme
     sides = _open(command, source_url, target_url, opts)
     began = time.monotonic()
     try:
-        await _check_source(sides)
+        await _check_source(sides.source, sides.run.source)
         await body(sides)
     finally:
         await sides.close()
@@ -441,12 +531,16 @@ async def copy_placement(source_url: str, target_url: str, opts: PlacementOption
     creating placement's initial schema in an empty target and stamping it once every table is copied."""
 
     async def body(sides: _Sides) -> None:
+        if opts.track_changes:  # refused before the target is touched
+            (await tracking.read_state(sides.source)).refuse_another(sides.target_name)
         await _prepare_target(sides, opts)
         await _find_source_in_reach(sides, opts)
+        tracked = await _tracking_before(sides, opts)
         await _each_table(sides, opts, lambda spec, result: _copy_table(sides, spec, result, opts, on_progress),
                           on_progress)
         await _build_indexes(sides, opts)
         await _stamp(sides)
+        await _tracking_after(sides, opts, tracked)
 
     return await _command("copy", source_url, target_url, opts, body)
 
@@ -458,16 +552,30 @@ async def _compare(command: str, source_url: str, target_url: str, opts: Placeme
         if not tables & set(COPY_ORDER):
             raise SchemaError(f"{sides.run.target}: has no placement tables; run `fastmigrate placement copy` "
                               "first")
-        if repair:
-            await _find_source_in_reach(sides, opts)
-        await _each_table(sides, opts, lambda spec, result: _walk(sides, spec, result, opts, repair=repair,
-                                                                  on_progress=on_progress), on_progress)
-        if repair and ALEMBIC_VERSION in tables:
-            await _build_indexes(sides, opts)  # a copy that was cut off is complete now
-            await _stamp(sides)
-        elif not repair:
+        if not repair:
+            await _each_table(sides, opts, lambda spec, result: _walk(sides, spec, result, opts, repair=False,
+                                                                      on_progress=on_progress), on_progress)
             sides.run.missing_indexes = sorted(i[0] for wanted in (await _missing_indexes(sides)).values()
                                                for i in wanted)
+            return await _tracking_after(sides, opts, whole_pass=False)
+        await _find_source_in_reach(sides, opts)
+        state = await tracking.read_state(sides.source)
+        note = sides.run.tracking
+        if state.follows(sides.target_name) and not opts.checksums and not opts.track_changes:
+            note.followed = True
+            await _replay(sides, opts, state, on_progress)
+            tracked = False
+        else:
+            note.why_checksums = ("--checksums" if opts.checksums else
+                                  "--track-changes installs the tracking" if opts.track_changes
+                                  else state.why_not(sides.target_name))
+            tracked = await _tracking_before(sides, opts)
+            await _each_table(sides, opts, lambda spec, result: _walk(sides, spec, result, opts, repair=True,
+                                                                      on_progress=on_progress), on_progress)
+        if ALEMBIC_VERSION in tables:
+            await _build_indexes(sides, opts)  # a copy that was cut off is complete now
+            await _stamp(sides)
+        await _tracking_after(sides, opts, tracked)
 
     return await _command(command, source_url, target_url, opts, body)
 
@@ -483,3 +591,20 @@ async def verify_placement(source_url: str, target_url: str, opts: PlacementOpti
                            on_progress: Progress | None = None) -> PlacementRun:
     """Compare both sides chunk by chunk; change nothing. ``exit_code`` is 3 when any chunk differs."""
     return await _compare("verify", source_url, target_url, opts, repair=False, on_progress=on_progress)
+
+
+async def untrack_placement(source_url: str, opts: PlacementOptions = PlacementOptions()) -> PlacementRun:
+    """Remove the change tracking from nova_api: its triggers, then its log (what it still held is dropped:
+    the next sync compares checksums)."""
+    run = PlacementRun("untrack", mask(source_url), "")
+    began = time.monotonic()
+    engine = connect_engine(mysql_url(source_url), pool_size=1, statement_timeout=opts.statement_timeout)
+    try:
+        await _check_source(engine, run.source)
+        state = await tracking.read_state(engine)
+        run.tracking.target, run.tracking.pending = state.target, state.pending
+        run.tracking.removed = await tracking.drop(engine)
+    finally:
+        await engine.dispose()
+    run.seconds = round(time.monotonic() - began, 3)
+    return run

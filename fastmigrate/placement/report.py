@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -12,9 +13,11 @@ from .statements import Key
 __all__ = ["audit_json", "format_audit", "format_audit_progress", "format_placement", "format_placement_progress",
            "placement_json"]
 
-def _headers(command: str) -> tuple[str, ...]:
+def _headers(run: PlacementRun) -> tuple[str, ...]:
+    if run.tracking.followed:
+        return ("table", "changed keys", "target rows", "copied", "deleted", "batches", "repaired", "seconds")
     return ("table", "source rows", "target rows", "copied", "deleted", "chunks",
-            "repaired" if command == "sync" else "differing", "seconds")
+            "repaired" if run.command == "sync" else "differing", "seconds")
 
 
 def _range(low: Key | None, high: Key | None) -> str:
@@ -31,7 +34,9 @@ def _cells(t: TableResult, command: str) -> tuple[str, ...]:
 
 
 def format_placement(run: PlacementRun, *, max_listed: int = 50) -> str:
-    rows = [_headers(run.command), *(_cells(t, run.command) for t in run.tables)]
+    if run.command == "untrack":
+        return _format_untrack(run)
+    rows = [_headers(run), *(_cells(t, run.command) for t in run.tables)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"placement {run.command}: {run.source} -> {run.target}"]
     for row in rows:
@@ -50,6 +55,7 @@ def format_placement(run: PlacementRun, *, max_listed: int = 50) -> str:
         lines.append("--replace: emptied the target's placement tables first (schema and revision kept)")
     if run.stamped:
         lines.append(f"stamped alembic revision {run.stamped}: `placement-manage db sync` takes it to head")
+    lines += _tracking_lines(run)
     listed = [(t.table, low, high) for t in run.tables for low, high in t.differing]
     for table, low, high in listed[:max_listed]:
         lines.append(f"differs: {table} keys {_range(low, high)}")
@@ -68,6 +74,35 @@ def format_placement(run: PlacementRun, *, max_listed: int = 50) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _tracking_lines(run: PlacementRun) -> list[str]:
+    note, lines = run.tracking, []
+    if note.installed:
+        lines.append(f"installed change tracking in nova_api ({note.installed} triggers): nova's changes to these "
+                     "tables are logged from now on")
+    if note.followed:
+        lines.append(f"followed the change log: {note.replayed:,} logged changes applied")
+    elif note.why_checksums and run.command == "sync":
+        lines.append(f"compared checksums: {note.why_checksums}")
+    if note.elsewhere:
+        lines.append(f"nova_api logs changes for another target: {note.target}")
+    elif note.complete:
+        lines.append(f"change log: {note.pending:,} changes waiting; the next sync follows it "
+                     "(`fastmigrate placement untrack` removes the tracking once placement runs on its own)")
+    elif note.target:
+        lines.append("change tracking installed; the log becomes usable when a full pass (a copy, or a sync "
+                     "comparing checksums) finishes")
+    return lines
+
+
+def _format_untrack(run: PlacementRun) -> str:
+    note = run.tracking
+    if not note.removed and note.target is None:
+        return f"placement untrack: {run.source}: no change tracking to remove\n"
+    kept_for = f" (kept for {note.target})" if note.target else ""
+    return (f"placement untrack: {run.source}: removed {note.removed} triggers and the change log{kept_for}, "
+            f"{note.pending:,} changes in it dropped; a later sync compares checksums ({run.seconds:.1f} s)\n")
+
+
 def _table_json(t: TableResult) -> dict[str, Any]:
     return {"table": t.table, "source_rows": t.source_rows, "target_rows": t.target_rows,
             "rows_copied": t.rows_copied, "rows_deleted": t.rows_deleted, "chunks": t.chunks,
@@ -81,7 +116,7 @@ def placement_json(run: PlacementRun) -> str:
                 "exit_code": int(run.exit_code), "seconds": run.seconds, "created_schema": run.created_schema,
                 "replaced": run.replaced, "in_server": run.in_server, "stamped": run.stamped,
                 "indexes_built": run.indexes_built, "missing_indexes": run.missing_indexes,
-                "tables": [_table_json(t) for t in run.tables]}
+                "tracking": dataclasses.asdict(run.tracking), "tables": [_table_json(t) for t in run.tables]}
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
@@ -93,6 +128,9 @@ def _rate_eta(done: int, expected: int, elapsed: float, unit: str) -> str:
 
 
 def format_placement_progress(run: PlacementRun, elapsed: float) -> str:
+    if run.tracking.followed:
+        return (f"placement sync: {run.tracking.replayed:,}/{run.expected_rows:,} logged changes, "
+                f"{_rate_eta(run.tracking.replayed, run.expected_rows, elapsed, 'changes')}")
     done = sum(t.source_rows for t in run.tables)
     busy = [t.table for t in run.tables if t.chunks and not t.seconds]
     return (f"placement {run.command}: {done:,}/{run.expected_rows:,} rows, "

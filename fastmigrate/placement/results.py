@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..results import ExitCode
 from .statements import Key
 
-__all__ = ["AuditResult", "Orphan", "PlacementRun", "TableResult"]
+__all__ = ["AuditResult", "Orphan", "PlacementRun", "TableResult", "TrackingNote"]
 
 
 @dataclass(slots=True)
@@ -17,7 +17,7 @@ class TableResult:
     source_rows: int = 0  # rows read or counted at the source
     target_rows: int = 0  # rows counted at the target (sync, verify)
     rows_copied: int = 0  # rows written to the target
-    rows_deleted: int = 0  # target rows removed: gone or changed at the source (sync)
+    rows_deleted: int = 0  # target rows removed: gone or changed at the source (sync; changed ones are copied again)
     chunks: int = 0
     chunks_repaired: int = 0  # sync: chunks that differed and were made equal
     differing: list[tuple[Key | None, Key | None]] = field(default_factory=list)  # key ranges (low, high]
@@ -25,8 +25,23 @@ class TableResult:
 
 
 @dataclass(slots=True)
+class TrackingNote:
+    """The change tracking in nova_api (see tracking.py): what a run found, did and left."""
+
+    target: str | None = None  # the target nova_api logs changes for, after the run (None: not tracked)
+    elsewhere: bool = False  # that target is another one than this run's
+    complete: bool = False  # after the run: a sync into that target can follow the log
+    pending: int = 0  # entries in the log after the run
+    installed: int = 0  # triggers this run created
+    removed: int = 0  # untrack: triggers removed
+    followed: bool = False  # sync: it followed the log
+    replayed: int = 0  # sync: log entries applied
+    why_checksums: str | None = None  # sync: why it compared checksums instead
+
+
+@dataclass(slots=True)
 class PlacementRun:
-    command: str  # copy, sync or verify
+    command: str  # copy, sync, verify or untrack
     source: str  # URLs with their passwords masked
     target: str
     tables: list[TableResult] = field(default_factory=list)
@@ -36,6 +51,7 @@ class PlacementRun:
     indexes_built: int = 0  # secondary indexes built after the rows were in (copy, or a sync finishing one)
     missing_indexes: list[str] = field(default_factory=list)  # verify: those an unfinished copy has yet to build
     stamped: str | None = None  # the alembic revision written to alembic_version, if this run wrote it
+    tracking: TrackingNote = field(default_factory=TrackingNote)
     seconds: float = 0.0
     expected_rows: int = 0  # for progress: the source's row count when the run began
 
