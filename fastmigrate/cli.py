@@ -12,6 +12,8 @@ import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, NoReturn, Protocol, TextIO, TypeVar
 
+import orjson
+
 from .db import DATABASE_ERRORS
 from .errors import FastmigrateError, UsageError
 from .flavors import flavor_status, migrate_flavors
@@ -141,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
 
 PLACEMENT_EXIT_CODES = """exit codes:
   0    done (verify: both sides equal)
-  2    needs intervention or failed: a target that already holds placement data (see --replace), a lost database
+  2    needs intervention or failed: a target that already holds placement data (see --replace), change
+       tracking refused by nova_api's grants or kept for another target (see untrack), a lost database
   3    verify: differences found (the key ranges are listed; run sync)
   127  invalid usage or input (bad URL, not a nova_api database, --from and --to the same)"""
 
@@ -344,6 +347,17 @@ async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _
             loop.remove_signal_handler(sig)
 
 
+def _failed(args: argparse.Namespace, message: str, code: int) -> int:
+    """A run that could not finish: the message on stderr, and with --json a document on stdout too, so that
+    automation reading stdout always gets one."""
+    print(f"fastmigrate: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        command = " ".join(filter(None, (args.command, getattr(args, "step", None))))
+        sys.stdout.write(orjson.dumps({"command": command, "exit_code": int(code), "error": message},
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+    return int(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -377,15 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if progress:
                 progress.close()
     except UsageError as exc:
-        print(f"fastmigrate: error: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        return _failed(args, str(exc), ExitCode.USAGE)
     except FastmigrateError as exc:
-        print(f"fastmigrate: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _failed(args, str(exc), exc.exit_code)
     except Exception:  # noqa: BLE001 - a bug must not exit 1, which tells automation to loop
         traceback.print_exc()
-        print("fastmigrate: unexpected error (a bug: please report it with the traceback above); committed "
-              "batches are kept, nothing half-written", file=sys.stderr)
-        return ExitCode.FAILED
+        return _failed(args, "unexpected error (a bug: please report it with the traceback above); committed "
+                       "batches are kept, nothing half-written", ExitCode.FAILED)
     sys.stdout.write(to_json(result) if args.json else format_table(result))
     return result.exit_code

@@ -81,6 +81,17 @@ def test_unreachable_server_exits_2_and_never_shows_the_password(capsys: pytest.
     assert doc["databases"][0]["database"] == "mysql+pymysql://nova:***@127.0.0.1:1/nova"
 
 
+def test_a_run_that_cannot_start_still_prints_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "flavors", "--db", "oracle://nova:S3cretPass@db/nova", "--json")
+    doc = json.loads(out)
+    assert code == doc["exit_code"] == 127 and doc["command"] == "flavors"
+    assert doc["error"] in err and "S3cretPass" not in out + err
+    code, out, _ = cli(capsys, "placement", "audit", "--api-db", "mysql+pymysql://nova:S3cretPass@127.0.0.1:1/api",
+                       "--json")
+    doc = json.loads(out)
+    assert code == doc["exit_code"] == 2 and doc["command"] == "placement audit" and "S3cretPass" not in out
+
+
 @pytest.mark.pure
 def test_labels_mask_passwords_and_keep_the_rest_as_written() -> None:
     from fastmigrate.db import mask
