@@ -405,8 +405,8 @@ _KEYS_PER_STATEMENT = 1_000
 async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key | None, high: Key | None, *,
                   count: bool) -> bool:
     """Make the target's ``(low, high]`` equal to the source's, touching only rows that differ: those gone
-    or changed at the source are deleted, those new or changed are read by key and copied. Whether anything
-    differed. ``count``: add the chunk's rows to the result (no checksum counted them)."""
+    at the source are deleted, those new or changed copied. Whether anything differed. ``count``: add the
+    chunk's rows to the result (no checksum counted them)."""
     sql = statements.row_hashes(spec, low, high)
     source_rows, target_rows = await asyncio.gather(read_rows(sides.source, sql), read_rows(sides.target, sql))
     width = len(spec.key)
@@ -415,31 +415,83 @@ async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key 
     if count:
         result.source_rows += len(source)
         result.target_rows += len(target)
-    stale = [key for key, digest in target.items() if source.get(key) != digest]
-    fresh = [key for key, digest in source.items() if target.get(key) != digest]
-    if not stale and not fresh:
+    differing = {key for key, digest in target.items() if source.get(key) != digest}
+    differing.update(key for key, digest in source.items() if target.get(key) != digest)
+    if not differing:
         return False
-    deletes, inserts = await _rewrite(sides, spec, set(stale) | set(fresh), fresh)
-    counts = await _transaction(sides.target, [*deletes, *inserts])
-    result.rows_deleted += len(stale)
-    result.rows_copied += sum(counts[len(deletes):])
+    await _apply(sides, [(spec.name, sorted(differing))])
     return True
 
 
-async def _rewrite(sides: _Sides, spec: TableSpec, doomed: set[Key],
-                   fresh: Sequence[Key]) -> tuple[list[Write], list[Write]]:
-    """The writes that delete the target's ``doomed`` keys, and those that then copy the source's ``fresh``
-    ones (keys the source no longer has copy nothing). Every key written is deleted first (a changed row is
-    both), so a retry after a commit whose answer was lost writes nothing twice."""
-    ordered = sorted(doomed)
-    deletes: list[Write] = [(statements.delete_keys(spec, ordered[i:i + _KEYS_PER_STATEMENT]), None)
-                            for i in range(0, len(ordered), _KEYS_PER_STATEMENT)]
-    batches = [fresh[i:i + _KEYS_PER_STATEMENT] for i in range(0, len(fresh), _KEYS_PER_STATEMENT)]
+# Labels of a rewrite's statements: whose row counts are rows deleted from the target, or copied to it.
+Labelled = list[tuple[Write, str]]
+_DUPLICATE = 1062
+
+
+def _shares(logged: dict[str, set[Key]], parallel: int) -> list[list[tuple[str, Sequence[Key]]]]:
+    """The logged keys cut into at most ``parallel`` transactions of about equal size. A table with a unique
+    key besides its primary key stays in one (a name passed from one row to another is rewritten by both rows
+    at once, see ``_apply``); the others (allocations) fill the shares up, cut by key."""
+    shares: list[list[tuple[str, Sequence[Key]]]] = [[] for _ in range(parallel)]
+    sizes = [0] * parallel
+    level = -(-sum(len(keys) for keys in logged.values()) // parallel)
+    whole = sorted((n for n in logged if SPECS[n].unique_columns), key=lambda n: -len(logged[n]))
+    for name in [*whole, *(n for n in logged if not SPECS[n].unique_columns)]:
+        keys, start = sorted(logged[name]), 0
+        while start < len(keys):
+            least = sizes.index(min(sizes))
+            end = len(keys) if name in whole else start + max(level - sizes[least], 1)
+            shares[least].append((name, keys[start:end]))
+            sizes[least] += len(keys[start:end])
+            start = end
+    return [share for share in shares if share]
+
+
+async def _apply(sides: _Sides, share: Sequence[tuple[str, Sequence[Key]]]) -> None:
+    """Make these keys of these tables equal to the source's, in one target transaction, and count what it
+    did in the run's table results. In place inside the server; where that trips a unique key (two rows of
+    the batch swapped a name), and through fastmigrate, by deleting every key and copying the source's rows."""
+    async def attempt(in_place: bool) -> None:
+        labelled: Labelled = []
+        for name, keys in share:
+            labelled += [(write, f"{label} {name}") for write, label in
+                         await _rewrite(sides, SPECS[name], keys, in_place=in_place)]
+        counts = await _transaction(sides.target, [write for write, _ in labelled])
+        for (_, label), rows in zip(labelled, counts):
+            if label.startswith(("deleted ", "copied ")):
+                kind, name = label.split(" ")
+                result = sides.run.table(name)
+                if kind == "deleted":
+                    result.rows_deleted += rows
+                else:
+                    result.rows_copied += rows
+
+    try:
+        await attempt(in_place=bool(sides.source_db))
+    except DATABASE_ERRORS as exc:
+        if mysql_errno(exc) != _DUPLICATE or not sides.source_db:
+            raise
+        await attempt(in_place=False)
+
+
+async def _rewrite(sides: _Sides, spec: TableSpec, keys: Sequence[Key], *, in_place: bool) -> Labelled:
+    """The statements that make the target's rows of ``keys`` equal to the source's, labelled. In place (in
+    the server): staged, then deleted, updated, inserted (see ``statements.STAGE``). Otherwise every key is
+    deleted first (a changed row is copied again), so a retry after a commit whose answer was lost writes
+    nothing twice; the rows are copied in the server when it can, else read and written back."""
+    batches = [keys[i:i + _KEYS_PER_STATEMENT] for i in range(0, len(keys), _KEYS_PER_STATEMENT)]
+    if in_place and sides.source_db:
+        return [item for batch in batches for item in [
+            ((statements.drop_stage(), None), ""), ((statements.stage(spec, sides.source_db, batch), None), ""),
+            ((statements.delete_unstaged(spec, batch), None), "deleted"),
+            ((statements.update_from_stage(spec), None), "copied"),
+            ((statements.insert_unstaged(spec), None), "copied"), ((statements.drop_stage(), None), "")]]
+    labelled: Labelled = [((statements.delete_keys(spec, batch), None), "deleted") for batch in batches]
     if sides.source_db:
-        return deletes, [(statements.insert_select(spec, sides.source_db, statements.keys_in(spec, keys)), None)
-                         for keys in batches]
-    rows = [row for keys in batches for row in await read_rows(sides.source, statements.read_keys(spec, keys))]
-    return deletes, [(statements.insert(spec), rows)] if rows else []
+        return labelled + [((statements.insert_select(spec, sides.source_db, statements.keys_in(spec, batch)), None),
+                            "copied") for batch in batches]
+    rows = [row for batch in batches for row in await read_rows(sides.source, statements.read_keys(spec, batch))]
+    return labelled + ([((statements.insert(spec), rows), "copied")] if rows else [])
 
 
 # Refusals of CREATE TABLE / CREATE TRIGGER in nova_api: no grant (1044, 1142), SUPER needed (1227), binary
@@ -481,34 +533,29 @@ async def _tracking_after(sides: _Sides, opts: PlacementOptions, whole_pass: boo
 
 async def _replay(sides: _Sides, opts: PlacementOptions, state: tracking.Tracking,
                   on_progress: Progress | None) -> None:
-    """Sync by the change log: batches of ``chunk_size`` entries, each one target transaction that rewrites
-    the logged keys, then the entries deleted. Entries logged after the sync began are left for the next."""
+    """Sync by the change log: batches of ``chunk_size`` x ``parallel`` entries whose keys are rewritten in
+    ``parallel`` target transactions at once (each key in one of them), then the entries deleted. Entries
+    logged after the sync began are left for the next."""
     run, writer = sides.run, sides.source_writer(opts)
     run.tables = [TableResult(name) for name in COPY_ORDER]
     run.expected_rows = state.pending
-    while entries := await read_rows(sides.source, tracking.read_log(state.last, opts.chunk_size)):
+    batch = opts.chunk_size * opts.parallel
+    while entries := await read_rows(sides.source, tracking.read_log(state.last, batch)):
         began = time.monotonic()
         logged: dict[str, set[Key]] = {}
         for _, name, k1, k2 in entries:
             logged.setdefault(str(name), set()).add(tracking.key_of(SPECS[str(name)], k1, k2))
-        writes: list[Write] = []
-        shares = []  # per table: its result, its keys, how many deletes and inserts of ``writes`` are its own
-        for name, keys in logged.items():
-            deletes, inserts = await _rewrite(sides, SPECS[name], keys, sorted(keys))
-            writes += [*deletes, *inserts]
-            shares.append((run.table(name), len(keys), len(deletes), len(inserts)))
-        counts = iter(await _transaction(sides.target, writes))
-        for result, changed, deleting, inserting in shares:
-            result.rows_deleted += sum(next(counts) for _ in range(deleting))
-            result.rows_copied += sum(next(counts) for _ in range(inserting))
-            result.source_rows += changed
+        await asyncio.gather(*(_apply(sides, share) for share in _shares(logged, opts.parallel)))
+        for name, found in logged.items():
+            result = run.table(name)
+            result.source_rows += len(found)
             result.chunks += 1
             result.seconds = round(result.seconds + time.monotonic() - began, 3)
         await tracking.forget(writer, [int(e[0]) for e in entries])
         run.tracking.replayed += len(entries)
         if on_progress:
             on_progress(run)
-        if len(entries) < opts.chunk_size:
+        if len(entries) < batch:
             break
 
 

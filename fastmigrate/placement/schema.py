@@ -38,6 +38,7 @@ class TableSpec:
     key: tuple[str, ...]
     columns: tuple[str, ...]  # placement's columns, in its order: what is copied and compared
     text_columns: frozenset[str]  # those holding text (hashed as utf8mb4, whatever each side's charset)
+    unique_columns: bool = False  # a unique key besides the primary key (a name, a uuid)
 
 
 def _ts() -> list[Column[Any]]:
@@ -168,6 +169,7 @@ def add_indexes(name: str, missing: list[tuple[str, bool, tuple[str, ...]]]) -> 
 
 SPECS = {name: TableSpec(name, tuple(c.name for c in table.primary_key.columns),
                          tuple(c.name for c in table.columns),
-                         frozenset(c.name for c in table.columns if isinstance(c.type, String)))
+                         frozenset(c.name for c in table.columns if isinstance(c.type, String)),
+                         any(unique for _, unique, _ in _secondary(table)))
          for name, table in placement_tables.items()}
 assert tuple(SPECS) == COPY_ORDER

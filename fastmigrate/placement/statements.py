@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from .schema import TableSpec
 
-__all__ = ["Key", "boundary", "checksum", "delete_keys", "delete_range", "insert", "insert_select", "key_range",
-           "keys_in", "read_after", "read_keys", "row_hashes"]
+__all__ = ["STAGE", "Key", "boundary", "checksum", "delete_keys", "delete_range", "delete_unstaged", "drop_stage",
+           "insert", "insert_select", "insert_unstaged", "key_range", "keys_in", "read_after", "read_keys",
+           "row_hashes", "stage", "update_from_stage"]
 
 Key = tuple[int, ...]
 
@@ -120,10 +121,45 @@ def delete_keys(spec: TableSpec, keys: Sequence[Key]) -> str:
     return f"DELETE FROM {_q(spec.name)} WHERE {keys_in(spec, keys)}"
 
 
-def keys_in(spec: TableSpec, keys: Sequence[Key]) -> str:
-    """The WHERE condition matching exactly these keys."""
+def keys_in(spec: TableSpec, keys: Sequence[Key], alias: str = "") -> str:
+    """The WHERE condition matching exactly these keys (of the table named ``alias`` in the statement)."""
     if not keys:
         raise ValueError("no keys")
+    prefix = f"{_q(alias)}." if alias else ""
     if len(spec.key) == 1:
-        return f"{_q(spec.key[0])} IN ({', '.join(str(int(k[0])) for k in keys)})"
-    return " OR ".join("(" + " AND ".join(f"{_q(c)} = {int(v)}" for c, v in zip(spec.key, k)) + ")" for k in keys)
+        return f"{prefix}{_q(spec.key[0])} IN ({', '.join(str(int(k[0])) for k in keys)})"
+    return " OR ".join("(" + " AND ".join(f"{prefix}{_q(c)} = {int(v)}" for c, v in zip(spec.key, k)) + ")"
+                       for k in keys)
+
+
+# Rewriting keys in place, inside the server: the source's current rows for the keys are staged in a temporary
+# table of the target's session (a consistent read, as INSERT ... SELECT under READ COMMITTED is: no lock on
+# nova_api, where a multi-table UPDATE joining nova_api's table would share-lock its rows), then the target's
+# rows are deleted where the source has none, updated where both have one (InnoDB leaves equal rows alone and
+# touches only the indexes of changed columns), inserted where only the source has one.
+STAGE = "fastmigrate_fresh"
+
+
+def stage(spec: TableSpec, source_db: str, keys: Sequence[Key]) -> str:
+    return (f"CREATE TEMPORARY TABLE {_q(STAGE)} (PRIMARY KEY ({_order(spec)})) SELECT {_columns(spec.columns)} "
+            f"FROM {_q(source_db)}.{_q(spec.name)} WHERE {keys_in(spec, keys)}")
+
+
+def delete_unstaged(spec: TableSpec, keys: Sequence[Key]) -> str:
+    return (f"DELETE `t` FROM {_q(spec.name)} AS `t` LEFT JOIN {_q(STAGE)} AS `f` USING ({_order(spec)}) "
+            f"WHERE ({keys_in(spec, keys, 't')}) AND `f`.{_q(spec.key[0])} IS NULL")
+
+
+def update_from_stage(spec: TableSpec) -> str:
+    values = ", ".join(f"`t`.{_q(c)} = `f`.{_q(c)}" for c in spec.columns if c not in spec.key)
+    return f"UPDATE {_q(spec.name)} AS `t` JOIN {_q(STAGE)} AS `f` USING ({_order(spec)}) SET {values}"
+
+
+def insert_unstaged(spec: TableSpec) -> str:
+    return (f"INSERT INTO {_q(spec.name)} ({_columns(spec.columns)}) SELECT "
+            f"{', '.join(f'`f`.{_q(c)}' for c in spec.columns)} FROM {_q(STAGE)} AS `f` LEFT JOIN {_q(spec.name)} "
+            f"AS `t` USING ({_order(spec)}) WHERE `t`.{_q(spec.key[0])} IS NULL")
+
+
+def drop_stage() -> str:
+    return f"DROP TEMPORARY TABLE IF EXISTS {_q(STAGE)}"
