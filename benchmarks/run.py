@@ -100,7 +100,7 @@ def _measure(server: URL, n: int, args: argparse.Namespace) -> dict[str, Any]:
     wall = time.monotonic() - began
     usage = json.loads(usage_file.read_text())
     usage_file.unlink()
-    db = json.loads(out)["databases"][0]
+    db = json.loads(out.splitlines()[-1])["databases"][0]  # the summary event
     row["fastmigrate"] = {
         "wall_seconds": round(wall, 2), "pipeline_seconds": db["seconds"], "migrated": db["migrated"],
         "instances_per_second": round(db["migrated"] / wall, 1),

@@ -7,28 +7,28 @@ import asyncio
 import signal
 import sys
 import threading
-import time
 import traceback
+from dataclasses import dataclass
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Generic, NoReturn, Protocol, TextIO, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
-import orjson
 
-from .db import DATABASE_ERRORS
+from .db import DATABASE_ERRORS, SECRETS, mask, scrub
+from .deployment import cell_databases, read_config
 from .errors import FastmigrateError, UsageError
 from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
 from .placement import PlacementOptions
 from .placement.audit import AuditOptions
-from .report import format_progress, format_table, format_verify, to_json, verify_json
+from .output import Display, Events, Track, log, setup_logging
+from .report import database_problems, database_tracks, format_table, format_verify, run_document, verify_document
 from .results import DatabaseResult, ExitCode, RunResult
 from .throttle import parse_max_load
-from .verify import verify_flavors
+from .verify import VerifyRun, verify_flavors
 
 __all__ = ["main"]
 
 T = TypeVar("T")
-R = TypeVar("R")
 _DEFAULTS = FlavorOptions()
 _PLACEMENT = PlacementOptions()
 _AUDIT = AuditOptions()
@@ -64,6 +64,47 @@ def _max_load(text: str) -> tuple[tuple[str, float], ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _databases_options(parser: argparse.ArgumentParser) -> None:
+    """How a flavor command is told its databases: by URL, from nova.conf, or every cell nova_api maps."""
+    group = parser.add_argument_group("databases (one of --db, --config-file, --all-cells/--cell)")
+    group.add_argument("--db", action="append", default=[], metavar="URL",
+                       help="a nova cell database, as [database]/connection in nova.conf "
+                            "(mysql+pymysql://USER:PASS@HOST/nova or sqlite:///PATH); repeat for several")
+    _config_option(group)
+    group.add_argument("--all-cells", action="store_true",
+                       help="every cell database nova_api's cell_mappings lists, cell0 included, concurrently")
+    group.add_argument("--cell", action="append", default=[], metavar="NAME_OR_UUID",
+                       help="only this cell of cell_mappings; repeat for several")
+    group.add_argument("--api-db", metavar="URL",
+                       help="nova_api, where --all-cells and --cell read cell_mappings (default: "
+                            "[api_database]/connection of --config-file)")
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--json", action="store_true",
+                       help="newline-delimited JSON events on stdout (start, progress, problem, summary or error; "
+                            "see the README) instead of the report")
+    group.add_argument("--progress-interval", type=float, default=5.0, metavar="S",
+                       help="with --json: a progress event per database at most every S seconds (default %(default)g)")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="log every step (and the database driver's warnings) on stderr")
+    group.add_argument("-q", "--quiet", action="count", default=0,
+                       help="no progress display, and only warnings and errors in the log")
+
+
+def _config_option(parser: Any) -> None:
+    parser.add_argument("--config-file", action="append", default=[], metavar="PATH",
+                        help="an oslo.config file (nova.conf, placement.conf) to read database URLs from, so that "
+                             "no password is typed on a command line; repeat, later files win")
+
+
+async def _cell_databases(args: argparse.Namespace) -> tuple[list[str], list[str | None]]:
+    found = await cell_databases(args.db, read_config(args.config_file), api_db=args.api_db,
+                                 all_cells=args.all_cells, cells=args.cell)
+    return [url for url, _ in found], [cell for _, cell in found]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastmigrate", description="Fast, online, verifiable nova data migrations.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -73,9 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Move every live instance's flavor from instance_system_metadata into "
                     "instance_extra.flavor, in batches of one transaction each, while nova keeps running.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flavors.add_argument("--db", action="append", required=True, metavar="URL",
-                         help="a nova cell database, as [database]/connection in nova.conf "
-                              "(mysql+pymysql://USER:PASS@HOST/nova or sqlite:///PATH); repeat for several")
+    _databases_options(flavors)
     flavors.add_argument("--batch-size", type=_positive, metavar="N",
                          help="a fixed number of instances per transaction (default: adapt it between "
                               "--min-batch-size and --max-batch-size so that transactions take --target-seconds)")
@@ -116,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     flavors.add_argument("--max-recv-queue", type=float, metavar="N",
                          help="on Galera: pause while wsrep_local_recv_queue is over N (default: half of "
                               "wsrep_flow_control_interval_high, the length at which the node calls flow control)")
-    flavors.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
+    _output_options(flavors)
 
     verify = commands.add_parser(
         "verify", help="re-read migrated databases and report every instance nova could not load",
@@ -127,9 +166,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes:\n  0    everything verified\n  3    mismatches found (listed)\n"
                "  2    the run failed\n  127  invalid usage or input",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    verify.add_argument("--db", action="append", required=True, metavar="URL", help="a nova cell database; repeat")
+    _databases_options(verify)
     verify.add_argument("--include-deleted", action="store_true", help="also verify soft-deleted instances")
-    verify.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    _output_options(verify)
 
     _placement_parser(commands)
 
@@ -176,10 +215,12 @@ def _placement_parser(commands: Any) -> None:
     for step, text in helps.items():
         sub = steps.add_parser(step, help=text, description=text[0].upper() + text[1:] + ".",
                                epilog=PLACEMENT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.add_argument("--from", dest="source", required=True, metavar="URL",
-                         help="the nova_api database ([api_database]/connection in nova.conf)")
-        sub.add_argument("--to", dest="target", required=True, metavar="URL",
-                         help="the placement database ([placement_database]/connection in placement.conf)")
+        sub.add_argument("--from", dest="source", metavar="URL",
+                         help="the nova_api database (default: [api_database]/connection of --config-file)")
+        sub.add_argument("--to", dest="target", metavar="URL",
+                         help="the placement database (default: [placement_database]/connection of --config-file, "
+                              "placement.conf)")
+        _config_option(sub)
         sub.add_argument("--chunk-size", type=_positive, default=_PLACEMENT.chunk_size, metavar="N",
                          help="rows per chunk: one transaction of a copy, one checksum (default %(default)s)")
         sub.add_argument("--parallel", type=_positive, default=_PLACEMENT.parallel, metavar="N",
@@ -202,23 +243,25 @@ def _placement_parser(commands: Any) -> None:
         if step == "sync":
             sub.add_argument("--checksums", action="store_true",
                              help="compare every chunk's checksums even when the change log could be followed")
-        sub.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        _output_options(sub)
     text = ("remove the change tracking from nova_api (--track-changes): its triggers, then its log")
     untrack = steps.add_parser("untrack", help=text, description=text[0].upper() + text[1:] + ".",
                                epilog=PLACEMENT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    untrack.add_argument("--from", dest="source", required=True, metavar="URL",
-                         help="the nova_api database ([api_database]/connection in nova.conf)")
-    untrack.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    untrack.add_argument("--from", dest="source", metavar="URL",
+                         help="the nova_api database (default: [api_database]/connection of --config-file)")
+    _config_option(untrack)
+    _output_options(untrack)
     text = ("list allocations whose consumer is no live instance in any cell, no migration in progress and no "
             "instance being built, with what they hold; --delete removes them. Also report what blocks "
             "`placement-manage db sync`: providers without root_provider_id, allocations without a consumers row")
     audit = steps.add_parser("audit", help=text, description=text[0].upper() + text[1:] + ".",
                              epilog=AUDIT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    audit.add_argument("--api-db", required=True, metavar="URL",
-                       help="the nova_api database ([api_database]/connection in nova.conf)")
+    audit.add_argument("--api-db", metavar="URL",
+                       help="the nova_api database (default: [api_database]/connection of --config-file)")
     audit.add_argument("--placement-db", metavar="URL",
-                       help="placement's database (default: --api-db, where placement lived before it was "
-                            "extracted)")
+                       help="placement's database (default: [placement_database]/connection of --config-file, "
+                            "else --api-db, where placement lived before it was extracted)")
+    _config_option(audit)
     audit.add_argument("--cell-db", action="append", default=[], metavar="URL",
                        help="a cell database; repeat for every cell (default: every cell of nova_api's "
                             "cell_mappings, cell0 included)")
@@ -229,23 +272,37 @@ def _placement_parser(commands: Any) -> None:
                        help="allocations read per chunk (default %(default)s)")
     audit.add_argument("--statement-timeout", type=float, default=0, metavar="S",
                        help="longest any one statement may run, in seconds (default: the server's limit)")
-    audit.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    _output_options(audit)
 
 
 def _placement(args: argparse.Namespace) -> int:
-    from .placement import audit_placement, copy_placement, sync_placement, untrack_placement, verify_placement
-    from .placement.report import (audit_json, format_audit, format_audit_progress, format_placement,
-                                   format_placement_progress, placement_json)
+    from .placement import (PlacementRun, audit_placement, copy_placement, sync_placement, untrack_placement,
+                            verify_placement)
+    from .placement.report import (audit_document, audit_tracks, format_audit, format_placement, placement_document,
+                                   placement_tracks)
+
+    placement_shown: _Shown[PlacementRun] = _Shown(placement_tracks, format_placement, placement_document)
+
+    config = read_config(args.config_file)
+
+    def url(given: str | None, configured: str | None, option: str, where: str) -> str:
+        if given or configured:
+            return str(given or configured)
+        raise UsageError(f"name {where}: {option} URL, or --config-file with its [{where.split()[0]}]/connection")
 
     if args.step == "audit":
         audit = AuditOptions(chunk_size=args.chunk_size, delete=args.delete, statement_timeout=args.statement_timeout)
-        return _reported(args, lambda progress: audit_placement(args.api_db, args.placement_db, args.cell_db, audit,
-                                                                on_progress=progress),
-                         format_audit_progress, audit_json, format_audit,
-                         "deletions committed are kept (each removed only allocations that were orphaned): rerun")
+        api = url(args.api_db, config.api_database, "--api-db", "api_database (nova_api)")
+        placement = args.placement_db or config.placement_database
+        return _execute(args, lambda progress: audit_placement(api, placement, args.cell_db, audit,
+                                                               nova_database=config.database, on_progress=progress),
+                        _Shown(audit_tracks, format_audit, audit_document),
+                        after_failure="deletions committed are kept (each removed only allocations that were "
+                                      "orphaned): rerun")
+    source = url(args.source, config.api_database, "--from", "api_database (nova_api)")
     if args.step == "untrack":
-        return _reported(args, lambda _: untrack_placement(args.source), format_placement_progress, placement_json,
-                         format_placement, "rerun it")
+        return _execute(args, lambda _: untrack_placement(source), placement_shown, after_failure="rerun it")
+    target = url(args.target, config.placement_database, "--to", "placement_database (placement)")
     options = PlacementOptions(chunk_size=args.chunk_size, parallel=args.parallel,
                                replace=getattr(args, "replace", False), statement_timeout=args.statement_timeout,
                                in_server=not getattr(args, "through_client", False),
@@ -253,36 +310,71 @@ def _placement(args: argparse.Namespace) -> int:
                                checksums=getattr(args, "checksums", False))
     command = {"copy": copy_placement, "sync": sync_placement, "verify": verify_placement}[args.step]
     # Every chunk is its own transaction and idempotent: what was committed stays, a rerun goes on.
-    return _reported(args, lambda progress: command(args.source, args.target, options, on_progress=progress),
-                     format_placement_progress, placement_json, format_placement,
-                     "committed chunks are kept: rerun (after a failed copy: `placement sync`, or `copy --replace`)")
+    return _execute(args, lambda progress: command(source, target, options, on_progress=progress), placement_shown,
+                    after_failure="committed chunks are kept: rerun (after a failed copy: `placement sync`, or "
+                                  "`copy --replace`)")
 
 
 class _Outcome(Protocol):
     @property
-    def exit_code(self) -> ExitCode: ...
+    def exit_code(self) -> int: ...
 
 
 Out = TypeVar("Out", bound=_Outcome)
+Problem = tuple[str, str, str, str]  # (track, kind, instance, problem)
 
 
-def _reported(args: argparse.Namespace, start: Callable[[Any], Coroutine[Any, Any, Out]],
-              progress_line: Callable[[Out, float], str], as_json: Callable[[Out], str], as_text: Callable[[Out], str],
-              after_failure: str) -> int:
-    """A placement command: progress on a terminal, its report (or JSON) on stdout, its exit code; a database
-    failure becomes a message that says what was kept."""
-    began = time.monotonic()
-    progress: _Progress[Out] | None = None if args.json else _Progress(
-        sys.stderr, lambda result: progress_line(result, time.monotonic() - began))
+@dataclass(slots=True)
+class _Shown(Generic[Out]):
+    """How a command's result is shown: its progress tracks, problems, report and summary document."""
+
+    tracks: Callable[[Out], list[Track]]
+    text: Callable[[Out], str]
+    document: Callable[[Out], dict[str, Any]]
+    problems: Callable[[Out], list[Problem]] = lambda _: []
+
+
+def _execute(args: argparse.Namespace, start: Callable[[Callable[[Any], None]], Coroutine[Any, Any, Out]],
+             shown: _Shown[Out], *, progress_of: Callable[[Any], tuple[list[Track], list[Problem]]] | None = None,
+             after_failure: str = "") -> int:
+    """Run a command: a live display on a terminal (not with --quiet), NDJSON events with --json (start,
+    progress, problems, then the summary), else its report on stdout; its exit code. ``progress_of`` turns what
+    the command reports as it goes into tracks and problems (default: ``shown``'s, of the same result). A
+    database failure becomes a message that says what was kept (``after_failure``)."""
+    command = " ".join(filter(None, (args.command, getattr(args, "step", None))))
+    events = Events(sys.stdout, command, args.progress_interval) if args.json else None
+    display = Display(sys.stderr, enabled=not args.quiet)
+    setup_logging(args.verbose - args.quiet, display)
+    if events:
+        events.emit("start", argv=[mask(arg) if "://" in arg else arg for arg in args.argv])
+    emitted: set[tuple[str, str, str]] = set()
+
+    def problems(found: list[Problem]) -> None:
+        for track, kind, instance, text in found:
+            if events and (track, kind, instance) not in emitted:
+                emitted.add((track, kind, instance))
+                events.emit("problem", track=track, kind=kind, instance=instance, problem=text)
+
+    def on_progress(result: Any) -> None:
+        tracks, found = progress_of(result) if progress_of else (shown.tracks(result), shown.problems(result))
+        display.update(tracks)
+        if events:
+            events.progress(tracks)
+            problems(found)
+
     try:
-        result = _run(start(progress))
+        result = _run(start(on_progress))
     except DATABASE_ERRORS as exc:
         text = str(getattr(exc, "orig", None) or exc)
-        raise FastmigrateError(f"placement {args.step} failed: {text}; {after_failure}") from None
+        raise FastmigrateError(f"{command} failed: {text}; {after_failure}") from None
     finally:
-        if progress:
-            progress.close()
-    sys.stdout.write(as_json(result) if args.json else as_text(result))
+        display.close()
+    if events:
+        events.progress(shown.tracks(result), final=True)
+        problems(shown.problems(result))
+        events.emit("summary", **shown.document(result))
+    else:
+        sys.stdout.write(shown.text(result))
     return int(result.exit_code)
 
 
@@ -294,30 +386,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-class _Progress(Generic[R]):
-    """One updating line on a terminal, ``render(result)``, at most twice a second; silent otherwise."""
-
-    def __init__(self, stream: TextIO, render: Callable[[R], str]) -> None:
-        self.stream = stream
-        self.render = render
-        self.enabled = stream.isatty()
-        self.last = 0.0
-
-    def __call__(self, result: R) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self.last >= 0.5:
-            self.last = now
-            self.stream.write("\r\x1b[2K" + self.render(result))
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.last:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
+async def _verify(args: argparse.Namespace) -> VerifyRun:
+    databases, cells = await _cell_databases(args)
+    return await verify_flavors(databases, include_deleted=args.include_deleted, cells=cells)
 
 
-async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _Progress[DatabaseResult] | None,
-                   status: bool) -> RunResult:
+async def _flavors(args: argparse.Namespace, options: FlavorOptions,
+                   progress: Callable[[DatabaseResult], None]) -> RunResult:
     """migrate_flavors with signal handling: the first SIGINT/SIGTERM lets the batches being written commit
     and starts nothing more (exit 1, with the summary); a second one cancels, rolling them back."""
     stop = asyncio.Event()
@@ -327,11 +402,11 @@ async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _
 
     def on_signal(name: str) -> None:
         if stop.is_set():
-            print(f"\nfastmigrate: {name} again: rolling back the batches in flight", file=sys.stderr)
+            log.warning("%s again: rolling back the batches in flight", name)
             task.cancel()
         else:
-            print(f"\nfastmigrate: {name}: committing the batches in flight, then stopping "
-                  f"({name} again to roll them back instead)", file=sys.stderr)
+            log.warning("%s: committing the batches in flight, then stopping (%s again to roll them back instead)",
+                        name, name)
             stop.set()
 
     # Signals reach only the main thread; main() called from another thread (an embedding program) leaves
@@ -340,26 +415,27 @@ async def _flavors(databases: Sequence[str], options: FlavorOptions, progress: _
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        run = flavor_status if status else migrate_flavors
-        return await run(databases, options, on_progress=progress, stop=stop)
+        databases, cells = await _cell_databases(args)
+        run = flavor_status if args.status else migrate_flavors
+        return await run(databases, options, on_progress=progress, stop=stop, cells=cells)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
 
 
 def _failed(args: argparse.Namespace, message: str, code: int) -> int:
-    """A run that could not finish: the message on stderr, and with --json a document on stdout too, so that
-    automation reading stdout always gets one."""
-    print(f"fastmigrate: error: {message}", file=sys.stderr)
+    """A run that could not finish: the message on stderr, and with --json an ``error`` event on stdout too,
+    so that automation reading stdout always gets its last line."""
+    print(f"fastmigrate: error: {scrub(message, SECRETS)}", file=sys.stderr)
     if getattr(args, "json", False):
         command = " ".join(filter(None, (args.command, getattr(args, "step", None))))
-        sys.stdout.write(orjson.dumps({"command": command, "exit_code": int(code), "error": message},
-                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        Events(sys.stdout, command).emit("error", exit_code=int(code), error=message)
     return int(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "demo":
             from .demo import run_demo
@@ -368,9 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "placement":
             return _placement(args)
         if args.command == "verify":
-            checked = _run(verify_flavors(args.db, include_deleted=args.include_deleted))
-            sys.stdout.write(verify_json(checked) if args.json else format_verify(checked))
-            return checked.exit_code
+            return _execute(args, lambda _: _verify(args), _Shown(lambda _: [], format_verify, verify_document))
         options = FlavorOptions(batch_size=args.batch_size, target_seconds=args.target_seconds,
                                 min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
                                 max_count=args.max_count, force=args.force,
@@ -380,16 +454,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 max_transaction_bytes=args.max_transaction_bytes, sleep=args.sleep,
                                 max_rate=args.max_rate, max_load=args.max_load or (),
                                 max_flow_control=args.max_flow_control, max_recv_queue=args.max_recv_queue)
-        progress = _Progress(sys.stderr, format_progress) if not args.json else None
+        shown: _Shown[RunResult] = _Shown(
+            lambda run: [t for db in run.databases for t in database_tracks(db)], format_table, run_document,
+            lambda run: [p for db in run.databases for p in database_problems(db)])
         try:
-            result = _run(_flavors(args.db, options, progress, args.status))
+            return _execute(args, lambda progress: _flavors(args, options, progress), shown,
+                            progress_of=lambda db: (database_tracks(db), database_problems(db)),
+                            after_failure="committed batches are kept, rerun to continue")
         except asyncio.CancelledError:
-            print("fastmigrate: stopped; the batches in flight were rolled back, committed ones are kept; "
-                  "rerun to continue", file=sys.stderr)
-            return ExitCode.MORE
-        finally:
-            if progress:
-                progress.close()
+            return _failed(args, "stopped; the batches in flight were rolled back, committed ones are kept; rerun "
+                                 "to continue", ExitCode.MORE)
     except UsageError as exc:
         return _failed(args, str(exc), ExitCode.USAGE)
     except FastmigrateError as exc:
@@ -398,5 +472,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         return _failed(args, "unexpected error (a bug: please report it with the traceback above); committed "
                        "batches are kept, nothing half-written", ExitCode.FAILED)
-    sys.stdout.write(to_json(result) if args.json else format_table(result))
-    return result.exit_code

@@ -7,6 +7,7 @@ database (asyncmy, aiosqlite) so the URL can be pasted as it is.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -22,10 +23,12 @@ from .errors import ConnectionFailed, SchemaError, UsageError
 from .schema import REQUIRED_COLUMNS, REQUIRED_INDEXES, instance_extra, sysmeta
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DATABASE_ERRORS",
     "RETRYABLE_ERRNOS",
+    "SECRETS",
     "backoff",
     "check_schema",
     "check_writable",
@@ -55,11 +58,24 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, MySQLError, sqlite3.
 STATEMENT_TIMEOUT_ERRNOS = frozenset({1969, 3024})
 
 
+# Every password seen in a URL (decoded, and as written), for what prints text that may quote one: log lines,
+# JSON events. Passwords shorter than 4 characters are left out: masking "pw" everywhere would mangle words.
+SECRETS: set[str] = set()
+
+
+def remember_password(text: str, url: URL | None) -> None:
+    for secret in (url.password if url is not None else None, _password_of(text)):
+        if secret and len(str(secret)) >= 4:
+            SECRETS.add(str(secret))
+
+
 def normalize_url(text: str) -> URL:
     """The URL nova.conf holds, with its driver swapped for the asyncio one."""
     try:
         url = make_url(text)
+        remember_password(text, url)
     except ArgumentError:
+        remember_password(text, None)
         raise UsageError(
             f"{mask(text)!r} is not a database URL; "
             "use mysql+pymysql://USER:PASSWORD@HOST/DB or sqlite:///PATH"
@@ -147,6 +163,8 @@ async def retrying(operation: Callable[[], Awaitable[T]], *, attempts: int = 6,
         except DATABASE_ERRORS as exc:
             if mysql_errno(exc) not in RETRYABLE_ERRNOS or attempt >= attempts:
                 raise
+            log.debug("MySQL error %s, retry %d of %d: %s", mysql_errno(exc), attempt + 1, attempts,
+                      getattr(exc, "orig", None) or exc)
         await sleep(backoff(attempt))
         attempt += 1
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import logging
 from typing import Protocol
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,34 +21,39 @@ from .results import DatabaseResult, ExitCode, RunResult
 
 __all__ = ["flavor_status", "guarded", "migrate_flavors"]
 
+log = logging.getLogger(__name__)
+
 ProgressCallback = Callable[[DatabaseResult], None]
 _FAILURES: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
 
 
 async def flavor_status(databases: Sequence[str], options: FlavorOptions = FlavorOptions(), *,
-                        on_progress: ProgressCallback | None = None, stop: asyncio.Event | None = None) -> RunResult:
+                        on_progress: ProgressCallback | None = None, stop: asyncio.Event | None = None,
+                        cells: Sequence[str | None] = ()) -> RunResult:
     """Read only: what a run would find (left, busy, broken) and the rows nova's Liberty blocker migration
     291 counts. A dry run on read-only sessions, plus that count."""
     return await migrate_flavors(databases, dataclasses.replace(options, dry_run=True), on_progress=on_progress,
-                                 stop=stop, _status=True)
+                                 stop=stop, cells=cells, _status=True)
 
 
 async def migrate_flavors(databases: Sequence[str], options: FlavorOptions = FlavorOptions(), *,
                           on_progress: ProgressCallback | None = None, stop: asyncio.Event | None = None,
-                          _status: bool = False) -> RunResult:
+                          cells: Sequence[str | None] = (), _status: bool = False) -> RunResult:
     """Move every candidate instance's flavor from system_metadata into instance_extra.flavor.
 
     All URLs are parsed, and every database's schema and write privileges checked, before anything is
     written anywhere; then the databases are migrated concurrently. Errors of one database are recorded in
     its result (the others go on); invalid usage raises :class:`UsageError`. Setting ``stop`` ends the run
     early and cleanly: batches being written commit, nothing else is started, and results say ``interrupted``.
+    ``cells`` names the databases in reports (by position) when they came from cell_mappings.
     """
     if not databases:
         raise UsageError("name at least one database with --db URL")
     urls = [normalize_url(text) for text in databases]
     secrets = [url.password for url in urls]
     # Labels show the URL as the operator wrote it (driver and all), password masked.
-    results = [DatabaseResult(database=mask(text), dry_run=options.dry_run) for text in databases]
+    results = [DatabaseResult(database=mask(text), cell=cell, dry_run=options.dry_run)
+               for text, cell in itertools.zip_longest(databases, cells[:len(databases)])]
     engines = [connect_engine(url, pool_size=options.writers_on(url.get_backend_name()) + 1,
                               read_only=options.dry_run, statement_timeout=options.statement_timeout)
                for url in urls]
@@ -80,6 +87,8 @@ async def _migrate(engine: AsyncEngine, options: FlavorOptions, result: Database
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         result.pending_before = await reader.count_pending(conn, options.include_deleted)
+    log.info("%s: %s instances without a flavor blob%s", result.cell or result.database,
+             f"{result.pending_before:,}", " (dry run)" if options.dry_run else "")
     await run_pipeline(engine, options, result, on_progress, stop)
     result.interrupted = stop is not None and stop.is_set()
     async with engine.connect() as conn:
@@ -104,6 +113,7 @@ async def guarded(work: Awaitable[None], result: _Outcome, secrets: list[str | N
         await work
     except FastmigrateError as exc:
         result.error, result.error_code = scrub(str(exc), secrets), exc.exit_code
+        log.error("%s", result.error)
     except _FAILURES as exc:
         # Whatever was committed stays committed and is consistent (one batch, one transaction).
         text = str(getattr(exc, "orig", None) or exc)
@@ -113,3 +123,4 @@ async def guarded(work: Awaitable[None], result: _Outcome, secrets: list[str | N
                       "--statement-timeout; " + advice)
         result.error = scrub(f"{result.database}: {text}; {advice}", secrets)
         result.error_code = ExitCode.FAILED
+        log.error("%s", result.error)

@@ -12,6 +12,7 @@ the next batches (and pages) are sized to take about ``target_seconds`` (``throt
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from .transform import Broken, Migration, transform
 from .writer import write_batch
 
 __all__ = ["run_pipeline"]
+
+log = logging.getLogger(__name__)
 
 Pages = asyncio.Queue[reader.Page | None]
 Batches = asyncio.Queue[list[Migration] | None]
@@ -198,6 +201,8 @@ async def _throttle(run: _Run) -> None:
             run.galera = now
         if not over:
             return
+        if result.throttled_by != ", ".join(over):
+            log.info("%s: pausing while %s", result.cell or result.database, ", ".join(over))
         result.throttled_by = ", ".join(over)
         result.throttled_seconds += await _pause(_LOAD_RECHECK_SECONDS, run.stop)
 

@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .output import SCHEMA_VERSION, Track
 from .results import DatabaseResult, RunResult
 
 if TYPE_CHECKING:
     from .verify import VerifyRun
 
-__all__ = ["SCHEMA_VERSION", "format_progress", "format_table", "format_verify", "to_json", "verify_json"]
+__all__ = ["SCHEMA_VERSION", "database_problems", "database_tracks", "format_table", "format_verify", "run_document",
+           "to_json", "total", "verify_document", "verify_json"]
 
-SCHEMA_VERSION = 1
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
@@ -40,9 +41,29 @@ _HEADERS = {
 }
 
 
+def total(run: RunResult) -> DatabaseResult:
+    """The databases added up (seconds: the longest, as they run at once)."""
+    dbs = run.databases
+
+    def known(values: list[int | None]) -> int | None:
+        return None if any(v is None for v in values) else sum(v or 0 for v in values)
+
+    return DatabaseResult(
+        database="total", dry_run=run.dry_run, found=sum(db.found for db in dbs),
+        migrated=sum(db.migrated for db in dbs), busy=[u for db in dbs for u in db.busy],
+        broken=[b for db in dbs for b in db.broken], skipped=sum(db.skipped for db in dbs),
+        pending_before=known([db.pending_before for db in dbs]), remaining=known([db.remaining for db in dbs]),
+        blocker_rows=known([db.blocker_rows for db in dbs]), seconds=max((db.seconds for db in dbs), default=0.0))
+
+
 def format_table(run: RunResult, *, max_listed: int = 50) -> str:
     columns = _COLUMNS[run.command]
-    rows = [tuple(name for name, _ in columns), *(tuple(cell(db) for _, cell in columns) for db in run.databases)]
+    added = total(run)
+    if any(db.cell for db in run.databases):
+        columns = (("cell", lambda db: db.cell or ""), *columns)
+        added.cell, added.database = "total", ""
+    shown = [*run.databases, added] if len(run.databases) > 1 else run.databases
+    rows = [tuple(name for name, _ in columns), *(tuple(cell(db) for _, cell in columns) for db in shown)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
 
     def line(row: tuple[str, ...]) -> str:
@@ -55,7 +76,10 @@ def format_table(run: RunResult, *, max_listed: int = 50) -> str:
         out.append(_HEADERS[run.command])
     out.append(line(rows[0]))
     out.append("  ".join("-" * w for w in widths))
-    out.extend(line(row) for row in rows[1:])
+    out.extend(line(row) for row in rows[1:len(run.databases) + 1])
+    if len(run.databases) > 1:
+        out.append("  ".join("-" * w for w in widths))
+        out.append(line(rows[-1]))
     for db in run.databases:
         if db.error:
             out.append(f"\nerror: {db.error}")
@@ -82,6 +106,7 @@ def format_table(run: RunResult, *, max_listed: int = 50) -> str:
 def _db_json(db: DatabaseResult) -> dict[str, Any]:
     return {
         "database": db.database,
+        "cell": db.cell,
         "found": db.found,
         "migrated": db.migrated,
         "busy": len(db.busy),
@@ -112,31 +137,44 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
     }
 
 
+def run_document(run: RunResult) -> dict[str, Any]:
+    added = total(run)
+    return {"command": run.command, "dry_run": run.dry_run, "exit_code": run.exit_code,
+            "databases": [_db_json(db) for db in run.databases],
+            "total": {"found": added.found, "migrated": added.migrated, "busy": len(added.busy),
+                      "broken": len(added.broken), "remaining": added.remaining, "seconds": round(added.seconds, 3)}}
+
+
 def to_json(run: RunResult) -> str:
-    doc = {"schema_version": SCHEMA_VERSION, "command": run.command, "dry_run": run.dry_run,
-           "exit_code": run.exit_code, "databases": [_db_json(db) for db in run.databases]}
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
+    """The run as one JSON document (the library's; the command line prints it as the summary event)."""
+    return orjson.dumps({"schema_version": SCHEMA_VERSION, **run_document(run)},
+                        option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
-def format_progress(db: DatabaseResult) -> str:
-    total = db.pending_before or 0
+def database_tracks(db: DatabaseResult) -> list[Track]:
+    """Progress of one database: instances dealt with (migrated, busy, broken, skipped) of those found at the
+    start."""
     done = db.migrated + len(db.busy) + len(db.broken) + db.skipped
-    rate = db.rate
-    eta = f"ETA {_clock((total - done) / rate)}" if rate > 0 and total > done else ""
-    return f"{db.database}: {done:,}/{total:,} instances  {rate:,.0f}/s  {eta}".rstrip()
+    return [Track(db.cell or db.database, done, db.pending_before, "instances")]
 
 
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+def database_problems(db: DatabaseResult) -> list[tuple[str, str, str, str]]:
+    """(track, kind, instance, problem) of every instance that needs a human or was skipped busy."""
+    key = db.cell or db.database
+    return [*((key, "broken", b.uuid, b.reason) for b in db.broken),
+            *((key, "busy", uuid, "task_state set, or vm_state rescued/resized: rerun when it settles, or --force")
+              for uuid in db.busy)]
 
 
 def format_verify(run: VerifyRun, *, max_listed: int = 50) -> str:
     """The verify report: one line per database, then the mismatches found."""
-    width = max(len("database"), *(len(db.database) for db in run.databases))
+    def name(db: Any) -> str:
+        return f"{db.cell}: {db.database}" if db.cell else db.database
+
+    width = max(len("database"), *(len(name(db)) for db in run.databases))
     out = [f"{'database'.ljust(width)}  {'instances':>9}  {'mismatches':>10}  {'seconds':>7}",
            f"{'-' * width}  {'-' * 9}  {'-' * 10}  {'-' * 7}"]
-    out += [f"{db.database.ljust(width)}  {db.checked:>9,}  {len(db.mismatches):>10,}  {db.seconds:>7.1f}"
+    out += [f"{name(db).ljust(width)}  {db.checked:>9,}  {len(db.mismatches):>10,}  {db.seconds:>7.1f}"
             for db in run.databases]
     for db in run.databases:
         if db.error:
@@ -151,9 +189,13 @@ def format_verify(run: VerifyRun, *, max_listed: int = 50) -> str:
 
 
 def verify_json(run: VerifyRun) -> str:
-    doc = {"schema_version": SCHEMA_VERSION, "command": "verify", "exit_code": run.exit_code, "databases": [
-        {"database": db.database, "instances": db.checked, "mismatches": len(db.mismatches),
+    return orjson.dumps({"schema_version": SCHEMA_VERSION, **verify_document(run)},
+                        option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def verify_document(run: VerifyRun) -> dict[str, Any]:
+    return {"command": "verify", "exit_code": run.exit_code, "databases": [
+        {"database": db.database, "cell": db.cell, "instances": db.checked, "mismatches": len(db.mismatches),
          "seconds": round(db.seconds, 3), "exit_code": db.exit_code, "error": db.error,
          "mismatched_instances": [{"uuid": uuid, "problem": problem} for uuid, problem in db.mismatches]}
         for db in run.databases]}
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
 @dataclass(slots=True)
 class DatabaseResult:
     database: str  # the URL with its password masked
+    cell: str | None = None  # the cell's name (or uuid) when the database came from cell_mappings
     dry_run: bool = False
     scanned: int = 0  # instances looked at
     batch_size: int = 0  # instances per transaction at the end (adaptive: where it settled)

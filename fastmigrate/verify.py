@@ -9,6 +9,7 @@ to what those rows say. Read only; keyset pages in autocommit, as the migration 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from functools import partial
@@ -34,6 +35,7 @@ __all__ = ["VerifyResult", "VerifyRun", "verify_flavors"]
 @dataclass(slots=True)
 class VerifyResult:
     database: str
+    cell: str | None = None  # the cell's name (or uuid) when the database came from cell_mappings
     checked: int = 0
     mismatches: list[tuple[str, str]] = field(default_factory=list)  # (uuid, problem)
     seconds: float = 0.0
@@ -56,13 +58,15 @@ class VerifyRun:
         return max((db.exit_code for db in self.databases), default=ExitCode.DONE)
 
 
-async def verify_flavors(databases: Sequence[str], *, include_deleted: bool = False,
-                         page_size: int = 1000) -> VerifyRun:
+async def verify_flavors(databases: Sequence[str], *, include_deleted: bool = False, page_size: int = 1000,
+                         cells: Sequence[str | None] = ()) -> VerifyRun:
+    """Re-read every database; ``cells`` names them in reports (by position) when they came from cell_mappings."""
     if not databases:
         raise UsageError("name at least one database with --db URL")
     urls = [normalize_url(text) for text in databases]
     secrets = [url.password for url in urls]
-    results = [VerifyResult(database=mask(text)) for text in databases]
+    results = [VerifyResult(database=mask(text), cell=cell)
+               for text, cell in itertools.zip_longest(databases, cells[:len(databases)])]
     engines = [connect_engine(url, read_only=True) for url in urls]
     try:
         await asyncio.gather(*(guarded(_verify(e, r, include_deleted, page_size), r, secrets)

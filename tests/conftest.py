@@ -8,6 +8,7 @@ instead, and so do the nova compatibility tests without the nova package (FASTMI
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -149,3 +150,17 @@ async def mariadb_cells(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncI
     finally:
         for maker in makers:
             await maker.aclose()  # its finally drops the database
+
+
+def events(out: str) -> list[dict[str, Any]]:
+    """The NDJSON events a --json run printed, checked for the envelope every event carries."""
+    found = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert found and all(e["schema_version"] == 2 and "event" in e and "time" in e for e in found), out
+    return found
+
+
+def summary(out: str) -> dict[str, Any]:
+    """The last event of a --json run: its summary (or its error)."""
+    last = events(out)[-1]
+    assert last["event"] in ("summary", "error"), last
+    return last

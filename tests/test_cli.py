@@ -16,7 +16,7 @@ from fastmigrate.report import format_table
 from fastmigrate.results import DatabaseResult, RunResult
 from fastmigrate.transform import Broken
 
-from .conftest import Database
+from .conftest import Database, events, summary
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -75,7 +75,7 @@ async def test_not_a_nova_database_exits_127(sqlite_db: Database, capsys: pytest
 def test_unreachable_server_exits_2_and_never_shows_the_password(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "flavors", "--db", "mysql+pymysql://nova:S3cretPass@127.0.0.1:1/nova", "--json")
     assert code == 2
-    doc = json.loads(out)
+    doc = summary(out)
     assert "cannot connect" in doc["databases"][0]["error"]
     assert "S3cretPass" not in out + err
     assert doc["databases"][0]["database"] == "mysql+pymysql://nova:***@127.0.0.1:1/nova"
@@ -83,12 +83,12 @@ def test_unreachable_server_exits_2_and_never_shows_the_password(capsys: pytest.
 
 def test_a_run_that_cannot_start_still_prints_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "flavors", "--db", "oracle://nova:S3cretPass@db/nova", "--json")
-    doc = json.loads(out)
+    doc = summary(out)
     assert code == doc["exit_code"] == 127 and doc["command"] == "flavors"
     assert doc["error"] in err and "S3cretPass" not in out + err
     code, out, _ = cli(capsys, "placement", "audit", "--api-db", "mysql+pymysql://nova:S3cretPass@127.0.0.1:1/api",
                        "--json")
-    doc = json.loads(out)
+    doc = summary(out)
     assert code == doc["exit_code"] == 2 and doc["command"] == "placement audit" and "S3cretPass" not in out
 
 
@@ -122,14 +122,40 @@ def test_an_unexpected_error_exits_2_not_1(monkeypatch: pytest.MonkeyPatch, caps
     assert "RuntimeError: boom" in err and "unexpected error" in err
 
 
-async def test_json_is_one_document(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
-    await fleet(db, busy=0.0, deleted=0.0)
-    code, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--json", "--dry-run")
-    doc = json.loads(out)
-    assert code == 1 and doc["exit_code"] == 1 and doc["dry_run"] is True
+async def test_json_is_a_stream_of_events_ending_with_the_summary(db: Database,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    await fleet(db, busy=0.01, deleted=0.0, broken=2)
+    code, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--json", "--dry-run",
+                                             "--batch-size", "50", "--progress-interval", "0")
+    found = events(out)
+    assert [e["event"] for e in found][0] == "start" and found[-1]["event"] == "summary"
+    assert found[0]["argv"][:3] == ["flavors", "--db", db.url]
+    progress = [e for e in found if e["event"] == "progress"]
+    assert len(progress) >= 6 and progress[-1]["done"] == progress[-1]["total"] == 300
+    assert all(e["track"] == db.url and e["unit"] == "instances" for e in progress)
+    doc = found[-1]
+    assert code == 2 and doc["exit_code"] == 2 and doc["dry_run"] is True
     (entry,) = doc["databases"]
-    assert entry["migrated"] == entry["found"] == entry["remaining"] > 0
-    assert err == ""
+    assert entry["broken"] == 2 and entry["busy"] >= 1
+    problems = [e for e in found if e["event"] == "problem"]
+    assert sorted(e["kind"] for e in problems) == ["broken"] * 2 + ["busy"] * entry["busy"]
+    # each once, though seen at every progress callback
+    assert {e["instance"] for e in problems} == {b["uuid"] for b in entry["broken_instances"]} | set(
+        entry["busy_instances"])
+    assert err == ""  # not a terminal: no display, no log lines but warnings
+
+
+async def test_verbose_logs_each_step_with_passwords_masked(mariadb_db: Database,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    await fleet(mariadb_db, busy=0.0, deleted=0.0)
+    url = mariadb_db.url.replace("root@", "root:Sup3rSecret@")
+    code, out, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", url, "--verbose", "--json")
+    assert code == 2 and "Sup3rSecret" not in out + err  # root has no password: access denied
+    assert events(out)[0]["argv"][2] == url.replace("Sup3rSecret", "***") and "ERROR" in err
+    code, _, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", mariadb_db.url, "-v", "--dry-run")
+    assert code == 1 and "fastmigrate: INFO: " in err and "300 instances without a flavor blob (dry run)" in err
+    code, _, err = await asyncio.to_thread(cli, capsys, "flavors", "--db", mariadb_db.url, "--quiet", "--dry-run")
+    assert code == 1 and err == ""
 
 
 def test_report_table() -> None:
@@ -217,7 +243,7 @@ async def test_verify_command(db: Database, capsys: pytest.CaptureFixture[str]) 
     code, _, _ = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url)
     assert code == 1
     code, out, _ = await asyncio.to_thread(cli, capsys, "verify", "--db", db.url, "--json")
-    doc = json.loads(out)
+    doc = summary(out)
     assert code == 3 and doc["exit_code"] == 3 and doc["command"] == "verify"
     assert {m["problem"] for m in doc["databases"][0]["mismatched_instances"]} == {"no flavor blob"}
     await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--force")
@@ -225,11 +251,54 @@ async def test_verify_command(db: Database, capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and "exit code 0" in out
 
 
-def test_progress_line_shows_rate_and_eta() -> None:
-    from fastmigrate.report import format_progress
+@pytest.mark.pure
+def test_progress_counts_every_instance_dealt_with_and_names_the_cell() -> None:
+    from fastmigrate.output import Track
+    from fastmigrate.report import database_problems, database_tracks
 
     db = DatabaseResult(database="sqlite:///nova.db", pending_before=10_000, migrated=2_000, busy=["b"] * 100,
-                        seconds=4.0)
-    assert format_progress(db) == "sqlite:///nova.db: 2,100/10,000 instances  500/s  ETA 0:00:15"
-    db.seconds = 0.0  # no rate yet: no ETA
-    assert format_progress(db) == "sqlite:///nova.db: 2,100/10,000 instances  0/s"
+                        broken=[Broken("x", "no instance_type_memory_mb")], skipped=5)
+    assert database_tracks(db) == [Track("sqlite:///nova.db", 2_106, 10_000, "instances")]
+    db.cell = "cell1"
+    assert database_tracks(db)[0].key == "cell1"
+    assert database_problems(db)[0] == ("cell1", "broken", "x", "no instance_type_memory_mb")
+    assert [p[1] for p in database_problems(db)] == ["broken"] + ["busy"] * 100
+
+
+@pytest.mark.pure
+def test_rate_and_eta_follow_the_recent_pace_not_the_average() -> None:
+    from fastmigrate.output import RecentRate
+
+    now = [0.0]
+    rate = RecentRate(window=30.0, clock=lambda: now[0])
+    assert rate.rate == 0.0 and rate.eta(0, 100) is None
+    for second in range(0, 61, 5):  # 100/s for a minute
+        now[0] = second
+        rate.update(second * 100)
+    for second in range(65, 131, 5):  # then 10/s
+        now[0] = second
+        rate.update(6_000 + (second - 60) * 10)
+    assert rate.rate == pytest.approx(10.0, rel=0.2)  # the average since the start would say 51/s
+    assert rate.eta(6_700, 7_700) == pytest.approx(100.0, rel=0.2)
+    assert rate.eta(6_700, None) is None
+
+
+@pytest.mark.pure
+def test_json_events_are_one_per_line_and_progress_is_spaced() -> None:
+    import io
+
+    from fastmigrate.output import Events, Track
+
+    out, now = io.StringIO(), [0.0]
+    events = Events(out, "flavors", interval=5.0, clock=lambda: now[0])
+    events.emit("start", argv=["flavors"])
+    for second in range(0, 12):
+        now[0] = second
+        events.progress([Track("cell1", second * 10, 200, "instances"), Track("cell2", 0, None, "instances")])
+    events.progress([Track("cell1", 150, 200, "instances")], final=True)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    progress = [e for e in lines if e["event"] == "progress" and e["track"] == "cell1"]
+    assert [e["done"] for e in progress] == [0, 50, 100, 150]  # at 0, 5, 10 s, then the final one
+    assert progress[2]["rate"] == 10.0 and progress[2]["eta_seconds"] == 10
+    assert all(e["schema_version"] == 2 and e["command"] == "flavors" for e in lines)
+    assert [e for e in lines if e.get("track") == "cell2"][0]["eta_seconds"] is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from fastmigrate import ExitCode, FlavorOptions, migrate_flavors
 from fastmigrate.fleet import Fleet, FleetSpec, check_fleet, create_fleet
 from fastmigrate.schema import instance_extra, sysmeta
 
-from .conftest import Database
+from .conftest import Database, summary
 
 CLEAN = dict(busy=0.0, deleted=0.0)
 
@@ -74,7 +73,7 @@ async def test_sigterm_to_the_cli(sqlite_db: Database) -> None:
     proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.to_thread(proc.communicate, timeout=120)
     assert proc.returncode == ExitCode.MORE, err
-    doc = json.loads(out)
+    doc = summary(out)
     assert doc["databases"][0]["interrupted"] is True
     assert "SIGTERM: committing the batches in flight" in err
     migrated = await assert_all_or_nothing(sqlite_db, fleet)

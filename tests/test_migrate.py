@@ -299,7 +299,7 @@ async def test_json_lists_every_broken_instance(db: Database) -> None:
 
     fleet = await create_fleet(db.engine, FleetSpec(instances=600, seed=29, broken=6, **CLEAN))
     doc = json.loads(to_json(await run(db)))
-    assert doc["schema_version"] == 1 and doc["exit_code"] == 2
+    assert doc["schema_version"] == 2 and doc["exit_code"] == 2
     (entry,) = doc["databases"]
     assert {b["uuid"] for b in entry["broken_instances"]} == set(fleet.broken)
     assert all(b["reason"] for b in entry["broken_instances"])

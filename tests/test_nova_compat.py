@@ -56,3 +56,15 @@ async def test_every_blob_loads_in_nova(db: Database, nova_objects: Any) -> None
             assert got == dict(want, disabled=False, is_public=True), uuid
         checked += 1
     assert checked == len(fleet.expected) > 1000
+
+
+def test_cell_templates_are_filled_as_nova_fills_them(nova_objects: Any) -> None:
+    from nova.objects.cell_mapping import CellMapping
+
+    from fastmigrate.deployment import format_db_url
+
+    for default in ("mysql+pymysql://nova:p%40ss@db.example:3307/nova?charset=utf8",
+                    "mysql+pymysql://nova@db/nova", "sqlite:////var/lib/nova/nova.sqlite"):
+        for template in ("{scheme}://{username}:{password}@{hostname}:{port}/nova_cell1?{query}",
+                         "{scheme}:///{path}_cell2", "mysql://{username}@{hostname}/x#{fragment}"):
+            assert format_db_url(template, default) == CellMapping._format_url(template, default)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -14,13 +14,14 @@ from fastmigrate.errors import SchemaError, UsageError
 from fastmigrate.placement import (PlacementOptions, TargetNotEmpty, copy_placement, sync_placement,
                                    verify_placement)
 from fastmigrate.placement.copy import row_by_row_first
-from fastmigrate.placement.report import format_placement, format_placement_progress, placement_json
+from fastmigrate.output import Track
+from fastmigrate.placement.report import format_placement, placement_json, placement_tracks
 from fastmigrate.placement.results import PlacementRun, TableResult
 from fastmigrate.placement.schema import COPY_ORDER, INITIAL_REVISION, SPECS, placement_metadata
 from fastmigrate.placement.statements import delete_keys, key_range
 from fastmigrate.results import ExitCode
 
-from .conftest import Database
+from .conftest import Database, summary
 
 FLEET = PlacementFleet(3_000)
 SMALL = PlacementOptions(chunk_size=500)  # several chunks per big table
@@ -288,10 +289,10 @@ def test_cli_exit_codes_and_masked_passwords(nova_api: Database, mariadb_target:
     urls = ["--from", nova_api.url, "--to", mariadb_target.url, "--chunk-size", "1000"]
     assert main(["placement", "verify", *urls]) == ExitCode.USAGE  # no placement tables yet
     assert main(["placement", "copy", *urls, "--json"]) == ExitCode.DONE
-    assert '"stamped": "b4ed3a175331"' in capsys.readouterr().out
+    assert summary(capsys.readouterr().out)["stamped"] == "b4ed3a175331"
     assert main(["placement", "copy", *urls, "--json"]) == ExitCode.FAILED
     refused = capsys.readouterr()
-    assert "--replace" in refused.err and "--replace" in json.loads(refused.out)["error"]
+    assert "--replace" in refused.err and "--replace" in summary(refused.out)["error"]
     assert main(["placement", "verify", *urls]) == ExitCode.DONE
     asyncio.run(_tamper(mariadb_target))
     assert main(["placement", "verify", *urls]) == ExitCode.DIFFERENCES
@@ -333,4 +334,17 @@ def test_reports() -> None:
         "1 differing key ranges: run `fastmigrate placement sync` (exit 3)\n")
     document = placement_json(run)
     assert '"exit_code": 3' in document and '"after": [\n            4500' in document
-    assert format_placement_progress(run, 2.0) == "placement verify: 9,030/9,030 rows, 4,515 rows/s"
+    assert placement_tracks(run) == [Track("placement verify", 9_030, 9_030, "rows")]
+
+
+@pytest.mark.mariadb
+async def test_urls_come_from_nova_conf_and_placement_conf(nova_api: Database, mariadb_target: Database,
+                                                           tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    nova_conf, placement_conf = tmp_path / "nova.conf", tmp_path / "placement.conf"
+    nova_conf.write_text(f"[api_database]\nconnection = {nova_api.url}\n")
+    placement_conf.write_text(f"[placement_database]\nconnection = {mariadb_target.url}\n")
+    both = ["--config-file", str(nova_conf), "--config-file", str(placement_conf)]
+    assert await asyncio.to_thread(main, ["placement", "copy", *both, "--chunk-size", "1000"]) == ExitCode.DONE
+    assert await asyncio.to_thread(main, ["placement", "verify", *both]) == ExitCode.DONE
+    assert await asyncio.to_thread(main, ["placement", "verify", "--config-file", str(nova_conf)]) == ExitCode.USAGE
+    assert "name placement_database (placement): --to URL" in capsys.readouterr().err

@@ -15,11 +15,12 @@ from fastmigrate.db import connect_engine, normalize_url
 from fastmigrate.errors import ConnectionFailed, SchemaError, UsageError
 from fastmigrate.placement import PlacementOptions, copy_placement
 from fastmigrate.placement.audit import AuditOptions, _delete, audit_placement
-from fastmigrate.placement.report import audit_json, format_audit, format_audit_progress
+from fastmigrate.output import Track
+from fastmigrate.placement.report import audit_json, audit_tracks, format_audit
 from fastmigrate.placement.results import AuditResult, Orphan
 from fastmigrate.results import ExitCode
 
-from .conftest import Database
+from .conftest import Database, summary
 
 FLEET = PlacementFleet(3_000, seed=7)
 SMALL = AuditOptions(chunk_size=700)  # several chunks, ends between consumers
@@ -56,7 +57,7 @@ async def _allocations(db: Database) -> dict[str, int]:
 
 async def _cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
     code = await asyncio.to_thread(main, ["placement", "audit", *args, "--json"])
-    return code, json.loads(capsys.readouterr().out)
+    return code, summary(capsys.readouterr().out)
 
 
 # -- pure --------------------------------------------------------------------------------------------------
@@ -94,8 +95,7 @@ def test_the_report_lists_each_orphan_per_provider_with_what_it_holds() -> None:
     assert "  c-1  rp-2 (None)  VCPU 1  [instance deleted in cell1]\n" in text
     assert text.endswith("rerun with --delete to remove the orphaned allocations (placement's writers may keep "
                          "running) (1.5 s, exit 3)\n")
-    assert format_audit_progress(_result(expected_consumers=40), 2.0) == \
-        "placement audit: 10/~40 consumers, 5 consumers/s, ETA 0:06, 1 orphaned"
+    assert audit_tracks(_result(expected_consumers=40)) == [Track("placement audit", 10, 40, "consumers")]
     doc = json.loads(audit_json(_result()))
     assert doc["held"] == {"VCPU": 3, "MEMORY_MB": 2048}
     assert doc["orphaned"][0]["allocations"][2] == {"id": 13, "provider": "rp-2", "provider_name": None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-import orjson
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -18,7 +17,7 @@ from fastmigrate.placement.schema import SPECS
 from fastmigrate.placement.tracking import LOG, TRACKING, TRIGGERS, TrackedElsewhere, create_trigger
 from fastmigrate.results import ExitCode
 
-from .conftest import Database
+from .conftest import Database, summary
 from .test_placement import CHANGED, SMALL, _change_source, _contents, _copied_and_deleted
 
 TRACKED = PlacementOptions(chunk_size=500, track_changes=True)
@@ -217,7 +216,7 @@ async def test_cli_untrack_and_checksums(nova_api: Database, mariadb_target: Dat
     assert code == ExitCode.DONE and "installed change tracking in nova_api (33 triggers)" in out
     await _change_source(nova_api)
     code, out = await cli("sync", *urls, "--checksums", "--json")
-    document = orjson.loads(out)
+    document = summary(out)
     assert code == ExitCode.DONE and document["tracking"]["why_checksums"] == "--checksums"
     assert document["tracking"]["pending"] == 18 and document["tracking"]["complete"]
     code, out = await cli("sync", *urls)
@@ -226,7 +225,7 @@ async def test_cli_untrack_and_checksums(nova_api: Database, mariadb_target: Dat
     assert code == ExitCode.DONE and "removed 33 triggers and the change log" in out
     assert not await _triggers(nova_api) and not {LOG, TRACKING} & await _tables(nova_api)
     code, out = await cli("untrack", "--from", nova_api.url, "--json")
-    assert code == ExitCode.DONE and orjson.loads(out)["tracking"]["removed"] == 0
+    assert code == ExitCode.DONE and summary(out)["tracking"]["removed"] == 0
     code, out = await cli("sync", *urls)
     assert code == ExitCode.DONE and "compared checksums: changes are not tracked" in out
 

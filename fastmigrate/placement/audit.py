@@ -33,9 +33,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, func, select, true
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .. import deployment
 from ..db import connect_engine, mask, mysql_url, read_catalog, read_rows, retrying, schema_problems
 from ..errors import SchemaError, UsageError
 from ..schema import instances
@@ -59,14 +60,11 @@ NOVA_CLASSES = frozenset(STANDARD_CLASSES.index(name) for name in (
     "MEM_ENCRYPTION_CONTEXT"))
 # nova's migration_get_in_progress_by_host_and_node: every other status is a move under way.
 FINISHED_MIGRATION = frozenset({"confirmed", "reverted", "error", "failed", "completed", "cancelled", "done"})
-CELL0 = "00000000-0000-0000-0000-000000000000"
 
 # The columns of nova's own tables that the audit reads (nova_api and cell databases), with the indexes its
 # lookups use (nova's, by its names): enough to create them for tests and benchmarks.
 _nova = MetaData()
-cell_mappings = Table("cell_mappings", _nova, Column("id", Integer, primary_key=True), Column("uuid", String(36)),
-                      Column("name", String(255)), Column("database_connection", Text),
-                      Index("uuid_idx", "uuid", unique=True))
+cell_mappings = deployment.cell_mappings.to_metadata(_nova)
 instance_mappings = Table("instance_mappings", _nova, Column("id", Integer, primary_key=True),
                           Column("instance_uuid", String(36), nullable=False), Column("cell_id", Integer),
                           Index("uniq_instance_mappings0instance_uuid", "instance_uuid", unique=True))
@@ -133,35 +131,19 @@ async def _check(engine: AsyncEngine, label: str, required: dict[str, set[str]],
         raise SchemaError(f"{label}: not {what}: {'; '.join(problems)}")
 
 
-async def _cells_of(api: AsyncEngine, api_label: str, cell_urls: Sequence[str], timeout: float) -> list[_Cell]:
+async def _cells_of(api: AsyncEngine, api_label: str, cell_urls: Sequence[str], default_db: str | None,
+                    timeout: float) -> list[_Cell]:
     """The cells to look instances up in: those given, or every cell of ``cell_mappings`` (cell0 included).
     Given cells must be as many as the mapped ones: an instance of a cell left out would look orphaned."""
-    await _check(api, api_label, {"cell_mappings": {"uuid", "name", "database_connection"}},
-                 "a nova_api database (no cell_mappings); point --api-db at [api_database]/connection")
-    mapped = await read_rows(api, select(cell_mappings.c.uuid, cell_mappings.c.name,
-                                     cell_mappings.c.database_connection).order_by(cell_mappings.c.id))
+    mapped = await deployment.read_cells(api, api_label, default_db, "--cell-db")
     if cell_urls:
-        real = [row for row in mapped if row.uuid != CELL0]
+        real = [cell for cell in mapped if cell.uuid != deployment.CELL0]
         if len(cell_urls) < len(real):
-            raise UsageError(f"{api_label} maps {len(real)} cells ({', '.join(str(r.name) for r in real)}) but "
+            raise UsageError(f"{api_label} maps {len(real)} cells ({', '.join(c.label for c in real)}) but "
                              f"--cell-db names {len(cell_urls)}: an instance in a cell left out would look "
                              "orphaned. Give every cell's database, or none to use cell_mappings")
         return [_Cell(mask(url), _engine(url, timeout)) for url in cell_urls]
-    if not mapped:
-        raise UsageError(f"{api_label}: cell_mappings is empty; give the cell databases with --cell-db")
-    cells = []
-    for row in mapped:
-        url = str(row.database_connection or "")
-        label = f"cell {row.name or row.uuid}"
-        if "{" in url:
-            raise UsageError(f"{label}: its database_connection is a template ({mask(url)}) "
-                             "that nova fills in from its own [database]/connection; give every cell's database "
-                             "with --cell-db")
-        if not url:
-            raise UsageError(f"{label}: cell_mappings has no database_connection; give every cell's database "
-                             "with --cell-db")
-        cells.append(_Cell(label, _engine(url, timeout)))
-    return cells
+    return [_Cell(f"cell {cell.label}", _engine(cell.url, timeout)) for cell in mapped]
 
 
 def _engine(url: str, timeout: float, *, read_only: bool = True) -> AsyncEngine:
@@ -303,11 +285,12 @@ async def _delete_rows(conn: AsyncConnection, allocation_ids: list[int], consume
 
 
 async def audit_placement(api_url: str, placement_url: str | None = None, cell_urls: Sequence[str] = (),
-                          opts: AuditOptions = AuditOptions(), *,
+                          opts: AuditOptions = AuditOptions(), *, nova_database: str | None = None,
                           on_progress: Progress | None = None) -> AuditResult:
     """Find (and with ``opts.delete`` remove) orphaned allocations; report what blocks placement's schema
     upgrades. ``placement_url`` defaults to ``api_url`` (placement not extracted yet); the cells come from
-    ``cell_mappings`` unless ``cell_urls`` are given."""
+    ``cell_mappings`` unless ``cell_urls`` are given (templates there are filled from ``nova_database``,
+    nova.conf's [database]/connection, as nova does)."""
     placement_url = placement_url or api_url
     result = AuditResult(placement=mask(placement_url), api=mask(api_url), delete=opts.delete)
     began = time.monotonic()
@@ -320,7 +303,7 @@ async def audit_placement(api_url: str, placement_url: str | None = None, cell_u
                      "(or leave it out while placement still lives in nova_api)")
         await _check(api, result.api, _API_COLUMNS, "a nova_api database; point --api-db at "
                      "[api_database]/connection of nova.conf")
-        cells = await _cells_of(api, result.api, cell_urls, opts.statement_timeout)
+        cells = await _cells_of(api, result.api, cell_urls, nova_database, opts.statement_timeout)
         for cell in cells:
             await _check(cell.engine, cell.name, _CELL_COLUMNS, "a nova cell database")
         result.cells = [cell.name for cell in cells]

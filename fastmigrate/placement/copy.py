@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -47,6 +48,7 @@ from .statements import Key
 __all__ = ["PlacementOptions", "TargetNotEmpty", "copy_placement", "sync_placement", "untrack_placement",
            "verify_placement"]
 
+log = logging.getLogger(__name__)
 TARGET_SETTINGS = ("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')",
                    "SET SESSION foreign_key_checks = 0")
 Progress = Callable[[PlacementRun], None]
@@ -261,6 +263,7 @@ async def _each_table(sides: _Sides, opts: PlacementOptions, work: Callable[[Tab
             began = time.monotonic()
             await work(SPECS[result.table], result)
             result.seconds = round(time.monotonic() - began, 3)
+            log.debug("%s: done in %.1f s", result.table, result.seconds)
             if on_progress:
                 on_progress(run)
 
@@ -506,6 +509,9 @@ async def _tracking_before(sides: _Sides, opts: PlacementOptions) -> bool:
         writer = sides.source_writer(opts)
         try:
             sides.run.tracking.installed = await tracking.install(writer, sides.target_name)
+            if sides.run.tracking.installed:
+                log.info("installed %d triggers in nova_api: changes to placement's tables are logged from now on",
+                         sides.run.tracking.installed)
         except DATABASE_ERRORS as exc:
             if mysql_errno(exc) not in _NO_TRIGGERS:
                 raise
@@ -609,6 +615,7 @@ async def _compare(command: str, source_url: str, target_url: str, opts: Placeme
         state = await tracking.read_state(sides.source)
         note = sides.run.tracking
         if state.follows(sides.target_name) and not opts.checksums and not opts.track_changes:
+            log.info("following nova_api's change log: %s changes", f"{state.pending:,}")
             note.followed = True
             await _replay(sides, opts, state, on_progress)
             tracked = False
@@ -616,6 +623,7 @@ async def _compare(command: str, source_url: str, target_url: str, opts: Placeme
             note.why_checksums = ("--checksums" if opts.checksums else
                                   "--track-changes installs the tracking" if opts.track_changes
                                   else state.why_not(sides.target_name))
+            log.info("comparing checksums: %s", note.why_checksums)
             tracked = await _tracking_before(sides, opts)
             await _each_table(sides, opts, lambda spec, result: _walk(sides, spec, result, opts, repair=True,
                                                                       on_progress=on_progress), on_progress)

@@ -7,11 +7,12 @@ from typing import Any
 
 import orjson
 
+from ..output import Track
 from .results import AuditResult, Orphan, PlacementRun, TableResult
 from .statements import Key
 
-__all__ = ["audit_json", "format_audit", "format_audit_progress", "format_placement", "format_placement_progress",
-           "placement_json"]
+__all__ = ["audit_document", "audit_json", "audit_tracks", "format_audit", "format_placement", "placement_document",
+           "placement_json", "placement_tracks"]
 
 def _headers(run: PlacementRun) -> tuple[str, ...]:
     if run.tracking.followed:
@@ -111,36 +112,28 @@ def _table_json(t: TableResult) -> dict[str, Any]:
                           for low, high in t.differing]}
 
 
+def placement_document(run: PlacementRun) -> dict[str, Any]:
+    return {"command": f"placement {run.command}", "source": run.source, "target": run.target,
+            "exit_code": int(run.exit_code), "seconds": run.seconds, "created_schema": run.created_schema,
+            "replaced": run.replaced, "in_server": run.in_server, "stamped": run.stamped,
+            "indexes_built": run.indexes_built, "missing_indexes": run.missing_indexes,
+            "tracking": dataclasses.asdict(run.tracking), "tables": [_table_json(t) for t in run.tables]}
+
+
 def placement_json(run: PlacementRun) -> str:
-    document = {"command": f"placement {run.command}", "source": run.source, "target": run.target,
-                "exit_code": int(run.exit_code), "seconds": run.seconds, "created_schema": run.created_schema,
-                "replaced": run.replaced, "in_server": run.in_server, "stamped": run.stamped,
-                "indexes_built": run.indexes_built, "missing_indexes": run.missing_indexes,
-                "tracking": dataclasses.asdict(run.tracking), "tables": [_table_json(t) for t in run.tables]}
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+    return orjson.dumps(placement_document(run), option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
-def _rate_eta(done: int, expected: int, elapsed: float, unit: str) -> str:
-    rate = done / elapsed if elapsed > 0 else 0.0
-    left = max(expected - done, 0)
-    eta = f", ETA {int(left / rate // 60)}:{int(left / rate % 60):02d}" if rate > 0 and left else ""
-    return f"{rate:,.0f} {unit}/s{eta}"
-
-
-def format_placement_progress(run: PlacementRun, elapsed: float) -> str:
+def placement_tracks(run: PlacementRun) -> list[Track]:
+    """Progress: rows compared or copied (changes applied, for a sync following the log)."""
     if run.tracking.followed:
-        return (f"placement sync: {run.tracking.replayed:,}/{run.expected_rows:,} logged changes, "
-                f"{_rate_eta(run.tracking.replayed, run.expected_rows, elapsed, 'changes')}")
-    done = sum(t.source_rows for t in run.tables)
-    busy = [t.table for t in run.tables if t.chunks and not t.seconds]
-    return (f"placement {run.command}: {done:,}/{run.expected_rows:,} rows, "
-            f"{_rate_eta(done, run.expected_rows, elapsed, 'rows')}" + (f" ({', '.join(busy)})" if busy else ""))
+        return [Track(f"placement {run.command}", run.tracking.replayed, run.expected_rows, "changes")]
+    return [Track(f"placement {run.command}", sum(t.source_rows for t in run.tables), run.expected_rows or None,
+                  "rows")]
 
 
-def format_audit_progress(result: AuditResult, elapsed: float) -> str:
-    return (f"placement audit: {result.consumers:,}/~{result.expected_consumers:,} consumers, "
-            f"{_rate_eta(result.consumers, result.expected_consumers, elapsed, 'consumers')}, "
-            f"{len(result.orphans):,} orphaned")
+def audit_tracks(result: AuditResult) -> list[Track]:
+    return [Track("placement audit", result.consumers, result.expected_consumers or None, "consumers")]
 
 
 def _amounts(held: dict[str, int]) -> str:
@@ -220,8 +213,8 @@ def _orphan_json(result: AuditResult, orphan: Orphan) -> dict[str, Any]:
                             for allocation, provider, class_id, used in orphan.allocations]}
 
 
-def audit_json(result: AuditResult) -> str:
-    document = {
+def audit_document(result: AuditResult) -> dict[str, Any]:
+    return {
         "command": "placement audit", "placement": result.placement, "api": result.api, "cells": result.cells,
         "exit_code": int(result.exit_code), "seconds": result.seconds, "delete": result.delete,
         "consumers": result.consumers, "allocations": result.allocations, "not_nova": result.not_nova,
@@ -234,4 +227,7 @@ def audit_json(result: AuditResult) -> str:
         "allocations_without_consumer": [{"consumer": uuid, "allocations": count}
                                          for uuid, count in result.blocking_consumers],
     }
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def audit_json(result: AuditResult) -> str:
+    return orjson.dumps(audit_document(result), option=orjson.OPT_INDENT_2).decode() + "\n"
