@@ -149,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     flavors.add_argument("--max-load", metavar="VAR=N[,...]", type=_max_load,
                          help="pause while a server status variable is over its limit, e.g. Threads_running=25 "
                               "(checked before every batch)")
+    flavors.add_argument("--no-flavor-extra-specs", action="store_true",
+                         help="do not merge each flavor's extra specs from nova's flavor tables (instance_types in "
+                              "the cell database, else nova_api's flavors); by default they are merged, the specs "
+                              "stashed in system_metadata winning, as Kilo's migrate_flavor_data did")
     flavors.add_argument("--max-flow-control", type=float, default=_DEFAULTS.max_flow_control, metavar="SHARE",
                          help="on Galera (wsrep_on=ON): pause while flow control paused replication for more than "
                               "this share of the time since the last check (default %(default)g: any pause; 1: never)")
@@ -453,7 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 statement_timeout=args.statement_timeout,
                                 max_transaction_bytes=args.max_transaction_bytes, sleep=args.sleep,
                                 max_rate=args.max_rate, max_load=args.max_load or (),
-                                max_flow_control=args.max_flow_control, max_recv_queue=args.max_recv_queue)
+                                max_flow_control=args.max_flow_control, max_recv_queue=args.max_recv_queue,
+                                flavor_extra_specs=not args.no_flavor_extra_specs,
+                                api_db=args.api_db or read_config(args.config_file).api_database)
         shown: _Shown[RunResult] = _Shown(
             lambda run: [t for db in run.databases for t in database_tracks(db)], format_table, run_document,
             lambda run: [p for db in run.databases for p in database_problems(db)])

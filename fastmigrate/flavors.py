@@ -15,6 +15,7 @@ from . import reader
 from .db import (DATABASE_ERRORS, STATEMENT_TIMEOUT_ERRNOS, check_schema, check_writable, connect_engine, mask,
                  mysql_errno, normalize_url, scrub)
 from .errors import FastmigrateError, UsageError
+from .flavortables import FlavorTables
 from .options import FlavorOptions
 from .pipeline import run_pipeline
 from .results import DatabaseResult, ExitCode, RunResult
@@ -89,7 +90,12 @@ async def _migrate(engine: AsyncEngine, options: FlavorOptions, result: Database
         result.pending_before = await reader.count_pending(conn, options.include_deleted)
     log.info("%s: %s instances without a flavor blob%s", result.cell or result.database,
              f"{result.pending_before:,}", " (dry run)" if options.dry_run else "")
-    await run_pipeline(engine, options, result, on_progress, stop)
+    tables = FlavorTables(merge_specs=options.flavor_extra_specs, api_url=options.api_db)
+    try:
+        await tables.open(engine, result.cell or result.database)
+        await run_pipeline(engine, options, result, on_progress, stop, tables)
+    finally:
+        await tables.close()
     result.interrupted = stop is not None and stop.is_set()
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -23,10 +23,11 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .flavortables import flavor_metadata, instance_type_extra_specs, instance_types
 from .schema import instance_extra, instances, metadata, sysmeta
 from .transform import PROPS
 
-__all__ = ["BROKEN_KINDS", "FLAVORS", "Fleet", "FleetSpec", "check_fleet", "create_fleet", "flavor_rows"]
+__all__ = ["BROKEN_KINDS", "FLAVORS", "TABLE_SPECS", "Fleet", "FleetSpec", "check_fleet", "create_fleet", "flavor_rows"]
 
 # Flavors as nova had them; see _stored() for how each value is written as a string.
 FLAVORS: list[dict[str, Any]] = [
@@ -44,6 +45,11 @@ FLAVORS: list[dict[str, Any]] = [
     {"id": 9, "name": "gpu.\u2603\u00df", "memory_mb": 32768, "vcpus": 8, "root_gb": 100, "ephemeral_gb": 0,
      "flavorid": "gpu-rocket", "swap": 0, "rxtx_factor": 1.0, "vcpu_weight": None},
 ]
+# The extra specs of each flavor's live instance_types row (with flavor_tables): merged into the blobs, the
+# stashed hw:numa_cpus.0 winning over the table's. A deleted row of the same flavorid, and a deleted spec row,
+# hold values that must never show.
+TABLE_SPECS: list[dict[str, str]] = [{"quota:cpu_shares": str(1024 * (i + 1)), "hw:numa_cpus.0": "from-table"}
+                                     for i in range(len(FLAVORS))]
 _NULL_SPELLINGS = (None, "", "None")
 NON_FLAVOR_KEYS = ("image_min_ram", "image_min_disk", "image_disk_format", "image_container_format",
                    "image_base_image_ref", "image_os_type", "clean_attempts", "image_hw_qemu_guest_agent")
@@ -63,6 +69,8 @@ class FleetSpec:
     busy: float = 0.005  # task_state set or vm_state resized/rescued
     migrated: float = 0.0  # already carry a blob (and no flavor rows)
     broken: int = 0  # broken instances planted, one of each BROKEN_KINDS in turn
+    flavor_tables: bool = False  # Kilo's instance_types / instance_type_extra_specs, with TABLE_SPECS
+    legacy: float = 0.0  # with flavor_tables: no flavor rows at all, rebuilt from instance_types
 
 
 @dataclass(slots=True)
@@ -74,6 +82,7 @@ class Fleet:
     deleted: set[str] = field(default_factory=set)
     without_extra: set[str] = field(default_factory=set)
     migrated: set[str] = field(default_factory=set)
+    legacy: set[str] = field(default_factory=set)  # no flavor rows: rebuilt from instance_types
     broken: dict[str, str] = field(default_factory=dict)  # uuid -> kind
     sysmeta_rows: int = 0
     non_flavor_rows: int = 0
@@ -121,6 +130,19 @@ async def create_fleet(engine: AsyncEngine, spec: FleetSpec, *, chunk: int = 500
     """Create the nova tables in an empty database and fill them with a fleet described by ``spec``."""
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+        if spec.flavor_tables:
+            await conn.run_sync(flavor_metadata.create_all)
+            await conn.execute(insert(instance_types), [
+                *({**f, "deleted": 0} for f in FLAVORS),
+                *({**f, "id": 100 + f["id"], "name": f"retired {f['name']}", "deleted": 100 + f["id"]}
+                  for f in FLAVORS)])
+            await conn.execute(insert(instance_type_extra_specs), [
+                *({"instance_type_id": f["id"], "key": k, "value": v, "deleted": 0}
+                  for f, specs in zip(FLAVORS, TABLE_SPECS) for k, v in specs.items()),
+                *({"instance_type_id": f["id"], "key": "quota:vif_outbound_average", "value": "7", "deleted": 1}
+                  for f in FLAVORS),
+                *({"instance_type_id": 100 + f["id"], "key": "quota:cpu_shares", "value": "1", "deleted": 0}
+                  for f in FLAVORS)])
     fleet = Fleet(spec)
     w = _Writer()
     for _ in _generate(spec, fleet, w):
@@ -156,6 +178,7 @@ def _generate(spec: FleetSpec, fleet: Fleet, w: _Writer) -> Iterator[None]:
         busy = not deleted and rng.random() < spec.busy
         resizing = rng.random() < spec.resizing
         migrated = rng.random() < spec.migrated
+        legacy = spec.flavor_tables and not migrated and not deleted and rng.random() < spec.legacy
         kind = None
         if broken_left and n >= next_broken and not deleted and not busy and not migrated:
             kind = BROKEN_KINDS[(spec.broken - broken_left) % len(BROKEN_KINDS)]
@@ -165,8 +188,11 @@ def _generate(spec: FleetSpec, fleet: Fleet, w: _Writer) -> Iterator[None]:
         if busy:
             task_state, vm_state = rng.choice((("resize_migrating", "active"), (None, "resized"), (None, "rescued")))
             fleet.busy.add(uuid)
+        if legacy and kind is None:
+            resizing = False
+        type_id = 999 if kind == "no_flavor_rows" and spec.flavor_tables else FLAVORS[cur]["id"]
         w.instances.append({"id": n, "uuid": uuid, "display_name": f"vm-{n}", "project_id": "demo",
-                            "instance_type_id": FLAVORS[cur]["id"], "vm_state": vm_state, "task_state": task_state,
+                            "instance_type_id": type_id, "vm_state": vm_state, "task_state": task_state,
                             "memory_mb": FLAVORS[cur]["memory_mb"], "vcpus": FLAVORS[cur]["vcpus"],
                             "created_at": created, "deleted": n if deleted else 0,
                             "deleted_at": created if deleted else None})
@@ -181,11 +207,16 @@ def _generate(spec: FleetSpec, fleet: Fleet, w: _Writer) -> Iterator[None]:
             slots["old"] = (cur, dict(specs))
             slots["new"] = (new, _numa_specs(rng, FLAVORS[new]["vcpus"]) if specs else {})
         rows: list[tuple[str, str | None]] = []
-        if not migrated and kind != "no_flavor_rows":
+        if legacy and kind is None:
+            slots = {"cur": (cur, dict(TABLE_SPECS[cur])), "old": None, "new": None}
+            fleet.legacy.add(uuid)
+        elif not migrated and kind != "no_flavor_rows":
             for slot, prefix in (("cur", ""), ("old", "old_"), ("new", "new_")):
                 if slots[slot] is not None:
                     idx, sp = slots[slot]  # type: ignore[misc]
                     rows += flavor_rows(prefix, FLAVORS[idx], sp, rng)
+            if spec.flavor_tables:  # what the blob will hold: the table's specs, the stashed ones winning
+                slots = {s: None if e is None else (e[0], {**TABLE_SPECS[e[0]], **e[1]}) for s, e in slots.items()}
         meta = _break(kind, rows)
         non_flavor = [(k, str(rng.randrange(100))) for k in NON_FLAVOR_KEYS]
         if resizing:

@@ -36,6 +36,10 @@ class FlavorOptions:
     # longer than max_recv_queue (None: half the length at which the node calls flow control itself).
     max_flow_control: float = 0.0
     max_recv_queue: float | None = None
+    # Merge each flavor's extra specs from nova's flavor tables (stashed keys win), as Kilo's migration did:
+    # the cell database's instance_types, else nova_api's flavors (api_db: nova_api's URL, when known).
+    flavor_extra_specs: bool = True
+    api_db: str | None = None
 
     def __post_init__(self) -> None:
         for name, low, high in (("batch_size", 1, 100_000), ("min_batch_size", 1, 100_000),

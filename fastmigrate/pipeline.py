@@ -12,6 +12,7 @@ the next batches (and pages) are sized to take about ``target_seconds`` (``throt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -22,11 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import reader
 from .db import galera_enabled, global_status, retrying
+from .flavortables import FlavorTables
 from .options import FlavorOptions
 from .results import DatabaseResult
 from .throttle import GALERA_STATUS, GaleraSample, galera_pressure, next_batch_size, overloaded, rate_pause
 from .transform import Broken, Migration, transform
-from .writer import write_batch
+from .writer import WriteOptions, write_batch
 
 __all__ = ["run_pipeline"]
 
@@ -49,9 +51,14 @@ class _Run:
     galera: GaleraSample | None = None  # the last sample of a Galera node
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)  # writers pass the throttle one at a time
     admitted: int = 0  # instances in the batches let past the throttle: written or being written
+    tables: FlavorTables | None = None  # the flavor tables (extra specs, legacy flavors), read by reader and writers
     writers: int = field(init=False)
+    read: reader.ReadOptions = field(init=False)
+    write: WriteOptions = field(init=False)
 
     def __post_init__(self) -> None:
+        self.read = dataclasses.replace(self.cfg.read, flavors=self.tables)
+        self.write = dataclasses.replace(self.cfg.write, read=self.read)
         self.writers = self.cfg.writers_on(self.engine.dialect.name)
         self.result.batch_size = self.cfg.first_batch_size  # now: fixed, or adapted after every transaction
 
@@ -69,10 +76,11 @@ class _Run:
 
 async def run_pipeline(engine: AsyncEngine, cfg: FlavorOptions, result: DatabaseResult,
                        on_batch: Callable[[DatabaseResult], None] | None = None,
-                       stop: asyncio.Event | None = None) -> None:
+                       stop: asyncio.Event | None = None, tables: FlavorTables | None = None) -> None:
     """Migrate until done; when ``stop`` is set, commit the batches being written, drop the queued ones
-    (they are left as they were, for the next run) and return."""
-    run = _Run(engine, cfg, result, stop or asyncio.Event(), on_batch)
+    (they are left as they were, for the next run) and return. ``tables``: nova's flavor tables, for extra
+    specs and legacy flavors."""
+    run = _Run(engine, cfg, result, stop or asyncio.Event(), on_batch, tables=tables)
     result.galera = not cfg.dry_run and await galera_enabled(engine)
     pages: Pages = asyncio.Queue(cfg.queue_depth)
     batches: Batches = asyncio.Queue(cfg.queue_depth)
@@ -97,7 +105,7 @@ async def _read(run: _Run, out: Pages) -> None:
     cfg, result = run.cfg, run.result
     last_id = 0
     taken = 0
-    read_opts = cfg.read
+    read_opts = run.read
     window = result.batch_size
     while not run.stop.is_set():
         limit = result.batch_size  # a page is about a batch: what the transformer cuts next
@@ -155,6 +163,7 @@ async def _transform(run: _Run, inbox: Pages, out: Batches) -> None:
 async def _emit(run: _Run, batch: list[Migration], out: Batches) -> None:
     if run.cfg.dry_run:
         run.result.migrated += len(batch)
+        run.result.rebuilt += sum(m.rebuilt for m in batch)
         run.result.left_behind.extend((m.uuid, note) for m in batch for note in m.left_behind)
         run.tick()
     else:
@@ -162,7 +171,7 @@ async def _emit(run: _Run, batch: list[Migration], out: Batches) -> None:
 
 
 async def _write(run: _Run, inbox: Batches) -> None:
-    write_opts = run.cfg.write
+    write_opts = run.write
     while (batch := await inbox.get()) is not None:
         if not run.stop.is_set():
             # One writer at a time waits: the pauses asked for are between the run's batches, whichever

@@ -9,7 +9,7 @@ its batch under lock (``fingerprints``, ``lock_extras``, ``load(lock=True)``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import statements
 from .schema import EXTRA_UUID_INDEX, instance_extra, instances, sysmeta
-from .transform import Broken, Candidate, SysmetaRow, fingerprint, is_busy
+from .flavortables import FlavorTables, LegacyFlavor
+from .transform import Broken, Candidate, SysmetaRow, fingerprint, is_busy, parse_key
 
 __all__ = [
     "DONE",
@@ -47,6 +48,7 @@ DONE = "done"  # choose_extra's answer for an instance that already has a blob
 class ReadOptions:
     include_deleted: bool = False
     force: bool = False
+    flavors: FlavorTables | None = None  # the flavor tables: extra specs to merge, legacy flavors to rebuild
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ def choose_extra(instance_deleted: bool, extras: Sequence[ExtraRow]) -> int | No
 
 
 _INSTANCE_COLUMNS = (instances.c.id, instances.c.uuid, instances.c.deleted, instances.c.task_state,
-                     instances.c.vm_state)
+                     instances.c.vm_state, instances.c.instance_type_id)
 # Only whether a blob is there: the blob text itself never comes back to the reader.
 _EXTRA_COLUMNS = (instance_extra.c.id.label("extra_id"), instance_extra.c.deleted.label("extra_deleted"),
                   instance_extra.c.flavor.is_not(None).label("has_flavor"))
@@ -201,7 +203,7 @@ async def _sort(conn: AsyncConnection, rows: Sequence[Any], opts: ReadOptions, *
         entry = grouped.setdefault(row.id, (row, []))
         if row.extra_id is not None:
             entry[1].append(ExtraRow(row.extra_id, row.extra_deleted, bool(row.has_flavor)))
-    wanted: dict[str, tuple[bool, int | None]] = {}
+    wanted: dict[str, tuple[bool, int | None, int | None]] = {}
     for inst, extras in grouped.values():
         page.scanned += 1
         page.last_id = max(page.last_id, inst.id)
@@ -217,11 +219,22 @@ async def _sort(conn: AsyncConnection, rows: Sequence[Any], opts: ReadOptions, *
             page.busy.append(inst.uuid)
         else:
             assert not isinstance(target, str)
-            wanted[inst.uuid] = (bool(inst.deleted), target)
+            wanted[inst.uuid] = (bool(inst.deleted), target, inst.instance_type_id)
     if wanted:
         by_uuid = await flavor_rows(conn, list(wanted), opts.include_deleted, lock=lock)
-        for uuid, (deleted, extra_id) in wanted.items():
-            page.candidates.append(Candidate(uuid, deleted, extra_id, tuple(by_uuid.get(uuid, ()))))
+        specs: Mapping[str, Mapping[str, str]] = {}
+        legacy: Mapping[int, LegacyFlavor] = {}
+        if opts.flavors is not None:
+            flavorids = {r.value for rows in by_uuid.values() for r in rows
+                         if r.value is not None and r.key.endswith("instance_type_flavorid")}
+            specs = await opts.flavors.specs(conn, flavorids)
+            bare = {type_id for uuid, (_, _, type_id) in wanted.items() if type_id is not None
+                    and not any(r.deleted == 0 and parse_key(r.key) for r in by_uuid.get(uuid, ()))}
+            legacy = await opts.flavors.legacy(conn, bare)
+        for uuid, (deleted, extra_id, type_id) in wanted.items():
+            rows = tuple(by_uuid.get(uuid, ()))
+            page.candidates.append(Candidate(uuid, deleted, extra_id, rows, specs,
+                                             legacy.get(type_id) if type_id is not None else None))
     return page
 
 

@@ -109,6 +109,7 @@ def _db_json(db: DatabaseResult) -> dict[str, Any]:
         "cell": db.cell,
         "found": db.found,
         "migrated": db.migrated,
+        "rebuilt": db.rebuilt,
         "busy": len(db.busy),
         "broken": len(db.broken),
         "remaining": db.remaining,

@@ -31,6 +31,7 @@ class DatabaseResult:
     pages: int = 0  # page reads (few where most instances are migrated: those are skipped in the server)
     found: int = 0  # of those, without a blob: migrated + busy + broken + skipped
     migrated: int = 0  # in a dry run: would be migrated
+    rebuilt: int = 0  # of those, legacy instances without flavor rows, their flavor rebuilt from instance_types
     busy: list[str] = field(default_factory=list)
     broken: list[Broken] = field(default_factory=list)
     skipped: int = 0  # migrated or deleted by someone else while this run was at it
@@ -53,6 +54,7 @@ class DatabaseResult:
 
     def absorb(self, outcome: BatchOutcome) -> None:
         self.migrated += outcome.migrated
+        self.rebuilt += outcome.rebuilt
         self.transactions += 1
         self.rows_removed += outcome.rows_removed
         self.busy.extend(outcome.busy)

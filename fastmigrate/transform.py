@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
@@ -145,6 +145,11 @@ class Candidate:
     instance_deleted: bool
     extra_id: int | None  # the instance_extra row to update; None: insert one
     rows: tuple[SysmetaRow, ...]
+    # flavorid -> that flavor's extra specs in nova's flavor tables (merged in; stashed keys win)
+    table_specs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # an instance without flavor rows: its flavor from instance_types by instance_type_id (props as
+    # system_metadata would hold them, and its extra specs), to rebuild the current flavor from
+    legacy: tuple[Mapping[str, str | None], Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,7 @@ class Migration:
     live_row_ids: tuple[int, ...]  # of those, the ones with deleted = 0 (soft delete touches only these)
     fingerprint: str  # of all flavor rows read for the instance, see fingerprint()
     left_behind: tuple[str, ...] = ()  # incomplete old/new flavors, not migrated and not deleted
+    rebuilt: bool = False  # no flavor rows: the current flavor came from instance_types
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +261,17 @@ def transform(candidate: Candidate) -> Migration | Broken:
     flavors: dict[str, dict[str, Any] | None] = {}
     used: list[SysmetaRow] = []
     left_behind: list[str] = []
+    rebuilt = not any(values.values()) and not any(specs.values()) and candidate.legacy is not None
+    if rebuilt:
+        assert candidate.legacy is not None
+        values["cur"] = dict(candidate.legacy[0])
     for slot, prefix in SLOTS.items():
         present = values[slot]
         if not present and not specs[slot]:
             if slot == "cur":
-                return Broken(uuid, "no instance_type_* rows in system_metadata and no flavor blob; the flavor "
-                              "must be restored by hand (instance_extra.flavor or the sysmeta rows)")
+                return Broken(uuid, "no instance_type_* rows in system_metadata, no flavor blob, and no "
+                              "instance_types row for its instance_type_id; the flavor must be restored by hand "
+                              "(instance_extra.flavor or the sysmeta rows)")
             flavors[slot] = None
             continue
         missing = [p for p in PROPS if p not in present]
@@ -279,7 +290,10 @@ def transform(candidate: Candidate) -> Migration | Broken:
                 data[prop] = coerce(present[prop])
             except CoercionError as exc:
                 return Broken(uuid, f"{prefix}instance_type_{prop} {exc}; correct the row, then rerun")
-        extra: dict[str, str] = {}
+        # Kilo merged the flavor's own extra specs in, the stashed ones winning.
+        # A rebuilt flavor has its own instance_types row's.
+        extra: dict[str, str] = dict(candidate.legacy[1] if rebuilt and candidate.legacy
+                                     else candidate.table_specs.get(str(present["flavorid"]), {}))
         for spec, value in specs[slot].items():
             if value is None:
                 return Broken(uuid, f"{prefix}instance_type_extra_{spec} is NULL; correct the row, then rerun")
@@ -304,4 +318,5 @@ def transform(candidate: Candidate) -> Migration | Broken:
         live_row_ids=tuple(r.id for r in used if r.deleted == 0),
         fingerprint=fingerprint(candidate.rows),
         left_behind=tuple(left_behind),
+        rebuilt=rebuilt,
     )

@@ -47,6 +47,7 @@ class WriteOptions:
 @dataclass(slots=True)
 class BatchOutcome:
     migrated: int = 0
+    rebuilt: int = 0  # of those, legacy instances whose flavor came from instance_types
     rows_removed: int = 0
     busy: list[str] = field(default_factory=list)
     broken: list[Broken] = field(default_factory=list)
@@ -114,6 +115,7 @@ async def _write(conn: AsyncConnection, batch: Sequence[Migration], opts: WriteO
         ])
     outcome.rows_removed = await _remove_rows(conn, ready, now, opts)
     outcome.migrated = len(ready)
+    outcome.rebuilt = sum(m.rebuilt for m in ready)
     outcome.left_behind = [(m.uuid, note) for m in ready for note in m.left_behind]
     return outcome
 

@@ -35,7 +35,8 @@ def nova_objects() -> Any:
 
 
 async def test_every_blob_loads_in_nova(db: Database, nova_objects: Any) -> None:
-    fleet = await create_fleet(db.engine, FleetSpec(instances=1500, seed=37, resizing=0.2, stashed=0.3, busy=0.0))
+    fleet = await create_fleet(db.engine, FleetSpec(instances=1500, seed=37, resizing=0.2, stashed=0.3, busy=0.0,
+                                                    flavor_tables=True, legacy=0.05))
     result = await migrate_flavors([db.url], FlavorOptions(include_deleted=True))
     assert result.exit_code == 0
     assert await check_fleet(db.engine, fleet, include_deleted=True) == []
