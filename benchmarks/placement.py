@@ -1,5 +1,8 @@
-"""The placement benchmark in one command: copy, a 1%-changed sync, verify and audit with fastmigrate, and
-``mysqldump | mysql`` of the same 11 tables (upstream's way), on one generated nova_api.
+"""The placement benchmark in one command, on one generated nova_api: ``mysqldump | mysql`` of the 11 tables
+(upstream's way); fastmigrate's copy with change tracking, and the same copy through fastmigrate's process
+(``--through-client``, as between two servers); a 1% change at the source and the sync that follows the change
+log; verify; the tracking removed, another 1% change and the sync that compares checksums; verify again;
+audit and audit --delete.
 
     python -m benchmarks.placement --consumers 1000000
 
@@ -93,7 +96,7 @@ def _fastmigrate(*args: str) -> dict[str, Any]:
         raise SystemExit(f"fastmigrate {shlex.join(args)} failed ({done.returncode}): {done.stderr}")
     return {"wall_seconds": round(wall, 2), "exit_code": done.returncode, "mariadbd_cpu_seconds": _since(before),
             "cpu_seconds": round(usage["cpu_seconds"], 1), "peak_rss_mb": round(usage["peak_rss_kb"] / 1024),
-            "document": json.loads(done.stdout)}
+            "document": json.loads(done.stdout.splitlines()[-1])}  # the summary event
 
 
 def _dump_load(server: URL, api: str, target: str) -> dict[str, Any]:
@@ -114,17 +117,26 @@ def _dump_load(server: URL, api: str, target: str) -> dict[str, Any]:
 
 # A 1% change of the allocations at the source, spread over the whole table as an outage's worth of nova
 # activity is: 0.4% updated, 0.4% deleted, 0.2% inserted (a VGPU more for some live instances), and 1% of the
-# consumers' generations bumped.
-def _change_statements(api: str, fleet: PlacementFleet) -> list[str]:
-    n = 3 * fleet.consumers
+# consumers' generations bumped. ``round`` 0 and 1 change different rows.
+def _change_statements(api: str, fleet: PlacementFleet, round_: int) -> list[str]:
+    n, added = 3 * fleet.consumers, fleet.consumers * 3 // 500
     owner = sql_uuid("consumer", fleet.seed, "seq * 100 + 50")  # live instances (see NOVA_SIDE)
     return [
-        f"UPDATE {api}.allocations SET used = used + 1 WHERE id % 250 = 0",
-        f"DELETE FROM {api}.allocations WHERE id % 250 = 1",
+        f"UPDATE {api}.allocations SET used = used + 1 WHERE id % 250 = {2 * round_}",
+        f"DELETE FROM {api}.allocations WHERE id % 250 = {2 * round_ + 1}",
         f"INSERT INTO {api}.allocations (id, resource_provider_id, consumer_id, resource_class_id, used) "
-        f"SELECT {n} + seq, 1 + seq % {fleet.roots}, {owner}, 10, 1 FROM {api}.seq_1_to_{n // 500}",
-        f"UPDATE {api}.consumers SET generation = generation + 1 WHERE id % 100 = 0",
+        f"SELECT {n + round_ * added} + seq, 1 + seq % {fleet.roots}, {owner}, 10, 1 FROM {api}.seq_1_to_{added}",
+        f"UPDATE {api}.consumers SET generation = generation + 1 WHERE id % 100 = {round_}",
     ]
+
+
+def _timed_sql(server: URL, *statements: str) -> float:
+    began = time.monotonic()
+    _sql(server, *statements)
+    return round(time.monotonic() - began, 2)
+
+
+STEPS = ("copy", "copy_client", "sync", "verify", "untrack", "sync_checksums", "verify_again", "audit", "audit_delete")
 
 
 def _measure(server: URL, fleet: PlacementFleet, regenerate: bool) -> dict[str, Any]:
@@ -144,27 +156,38 @@ def _measure(server: URL, fleet: PlacementFleet, regenerate: bool) -> dict[str, 
     _sql(server, "DROP DATABASE IF EXISTS fm_dump_work", f"DROP DATABASE IF EXISTS {placement}",
          f"CREATE DATABASE {placement} CHARACTER SET utf8")
     source, target = _db(server, work), _db(server, placement)
-    row["copy"] = _fastmigrate("placement", "copy", "--from", source, "--to", target)
-    print(f"copy: {row['copy']['wall_seconds']} s", flush=True)
-    _sql(server, *_change_statements(work, fleet))
-    row["sync"] = _fastmigrate("placement", "sync", "--from", source, "--to", target)
-    print(f"sync (1% changed): {row['sync']['wall_seconds']} s", flush=True)
-    row["verify"] = _fastmigrate("placement", "verify", "--from", source, "--to", target)
-    print(f"verify: {row['verify']['wall_seconds']} s, exit {row['verify']['exit_code']}", flush=True)
-    row["audit"] = _fastmigrate("placement", "audit", "--api-db", source, "--placement-db", target)
-    orphans = sum(1 for seq in range(1, n + 1) if NOVA_SIDE.get(seq % 100) in ORPHANED)
-    print(f"audit: {row['audit']['wall_seconds']} s, {len(row['audit']['document']['orphaned'])} orphans",
-          flush=True)
-    row["audit_delete"] = _fastmigrate("placement", "audit", "--api-db", source, "--placement-db", target,
-                                       "--delete")
-    print(f"audit --delete: {row['audit_delete']['wall_seconds']} s", flush=True)
-    row["expected_orphans"] = orphans
-    for step in ("copy", "sync", "verify", "audit", "audit_delete"):
-        document = row[step].pop("document")
-        row[step]["summary"] = _summary(step, document)
+    urls = ("--from", source, "--to", target)
+
+    def step(name: str, *args: str) -> None:
+        row[name] = _fastmigrate("placement", *args)
+        print(f"{name}: {row[name]['wall_seconds']} s, exit {row[name]['exit_code']}", flush=True)
+
+    step("copy", "copy", *urls, "--track-changes")
+    _sql(server, "DROP DATABASE IF EXISTS fm_placement_client",
+         "CREATE DATABASE fm_placement_client CHARACTER SET utf8")
+    step("copy_client", "copy", "--from", source, "--to", _db(server, "fm_placement_client"), "--through-client")
+    _sql(server, "DROP DATABASE fm_placement_client")
+    # nova's changes while the triggers log them, then the sync that follows the log
+    row["changes_tracked_seconds"] = _timed_sql(server, *_change_statements(work, fleet, 0))
+    step("sync", "sync", *urls)
+    step("verify", "verify", *urls)
+    # the same amount of change without tracking: the sync compares checksums
+    step("untrack", "untrack", "--from", source)
+    row["changes_untracked_seconds"] = _timed_sql(server, *_change_statements(work, fleet, 1))
+    step("sync_checksums", "sync", *urls)
+    step("verify_again", "verify", *urls)
+    step("audit", "audit", "--api-db", source, "--placement-db", target)
+    step("audit_delete", "audit", "--api-db", source, "--placement-db", target, "--delete")
+    row["expected_orphans"] = sum(1 for seq in range(1, n + 1) if NOVA_SIDE.get(seq % 100) in ORPHANED)
+    for name in STEPS:
+        document = row[name].pop("document")
+        row[name]["summary"] = _summary(name, document)
     copy = row["copy"]["wall_seconds"]
     row["ratios"] = {"dump_load_over_copy": round(row["dump_load"]["wall_seconds"] / copy, 2),
-                     "sync_over_copy": round(row["sync"]["wall_seconds"] / copy, 3)}
+                     "dump_load_over_copy_client": round(row["dump_load"]["wall_seconds"]
+                                                         / row["copy_client"]["wall_seconds"], 2),
+                     "sync_over_copy": round(row["sync"]["wall_seconds"] / copy, 3),
+                     "checksum_sync_over_copy": round(row["sync_checksums"]["wall_seconds"] / copy, 3)}
     return row
 
 
@@ -172,8 +195,11 @@ def _summary(step: str, document: dict[str, Any]) -> dict[str, Any]:
     if step.startswith("audit"):
         return {"consumers": document["consumers"], "orphaned": len(document["orphaned"]),
                 "deleted": len(document["deleted"]), "exit_code": document["exit_code"]}
-    tables = document["tables"]
-    return {"rows_copied": sum(t["rows_copied"] for t in tables),
+    tables, note = document["tables"], document["tracking"]
+    if step == "untrack":
+        return {"triggers_removed": note["removed"], "exit_code": document["exit_code"]}
+    return {"followed_log": note["followed"], "log_entries_applied": note["replayed"],
+            "triggers_installed": note["installed"],"rows_copied": sum(t["rows_copied"] for t in tables),
             "rows_deleted": sum(t["rows_deleted"] for t in tables),
             "chunks": sum(t["chunks"] for t in tables), "chunks_repaired": sum(t["chunks_repaired"] for t in tables),
             "differing": sum(len(t["differing"]) for t in tables), "exit_code": document["exit_code"]}
@@ -184,13 +210,15 @@ def _markdown(results: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---|"]
     d = results["dump_load"]
     lines.append(f"| mysqldump \\| mysql (11 tables) | {d['wall_seconds']} | | {d['mariadbd_cpu_seconds']} | | |")
-    for step in ("copy", "sync", "verify", "audit", "audit_delete"):
+    for step in STEPS:
         r = results[step]
-        lines.append(f"| fastmigrate placement {step.replace('_', ' --')} | {r['wall_seconds']} | "
+        lines.append(f"| fastmigrate placement {step.replace('_', ' ')} | {r['wall_seconds']} | "
                      f"{r['cpu_seconds']} | {r['mariadbd_cpu_seconds']} | {r['peak_rss_mb']} | {r['summary']} |")
     ratios = results["ratios"]
     lines.append(f"\nmysqldump | mysql over copy: {ratios['dump_load_over_copy']}x; sync over copy: "
-                 f"{ratios['sync_over_copy']:.1%}")
+                 f"{ratios['sync_over_copy']:.1%} (following the change log), "
+                 f"{ratios['checksum_sync_over_copy']:.1%} (comparing checksums); nova's 1% change took "
+                 f"{results['changes_tracked_seconds']} s logged, {results['changes_untracked_seconds']} s not")
     return "\n".join(lines)
 
 
