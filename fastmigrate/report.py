@@ -1,4 +1,5 @@
-"""Reports are pure formatters over a RunResult: a table for people, one JSON document for automation."""
+"""Reports are pure formatters over a RunResult: a table for people, the summary document for automation (the
+command line's last ``--json`` event), progress tracks and per-instance problems for the events."""
 
 from __future__ import annotations
 

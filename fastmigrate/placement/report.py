@@ -1,4 +1,4 @@
-"""A placement run as a table for people or one JSON document for automation. Pure formatters."""
+"""A placement run as a table for people, its summary document for automation, its progress tracks. Pure."""
 
 from __future__ import annotations
 
