@@ -27,7 +27,8 @@ from .flavortables import flavor_metadata, instance_type_extra_specs, instance_t
 from .schema import instance_extra, instances, metadata, sysmeta
 from .transform import PROPS
 
-__all__ = ["BROKEN_KINDS", "FLAVORS", "TABLE_SPECS", "Fleet", "FleetSpec", "check_fleet", "create_fleet", "flavor_rows"]
+__all__ = ["BROKEN_KINDS", "FLAVORS", "TABLE_SPECS", "Fleet", "FleetSpec", "check_fleet", "create_flavor_tables",
+           "create_fleet", "flavor_rows", "merged_slots"]
 
 # Flavors as nova had them; see _stored() for how each value is written as a string.
 FLAVORS: list[dict[str, Any]] = [
@@ -130,19 +131,8 @@ async def create_fleet(engine: AsyncEngine, spec: FleetSpec, *, chunk: int = 500
     """Create the nova tables in an empty database and fill them with a fleet described by ``spec``."""
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
-        if spec.flavor_tables:
-            await conn.run_sync(flavor_metadata.create_all)
-            await conn.execute(insert(instance_types), [
-                *({**f, "deleted": 0} for f in FLAVORS),
-                *({**f, "id": 100 + f["id"], "name": f"retired {f['name']}", "deleted": 100 + f["id"]}
-                  for f in FLAVORS)])
-            await conn.execute(insert(instance_type_extra_specs), [
-                *({"instance_type_id": f["id"], "key": k, "value": v, "deleted": 0}
-                  for f, specs in zip(FLAVORS, TABLE_SPECS) for k, v in specs.items()),
-                *({"instance_type_id": f["id"], "key": "quota:vif_outbound_average", "value": "7", "deleted": 1}
-                  for f in FLAVORS),
-                *({"instance_type_id": 100 + f["id"], "key": "quota:cpu_shares", "value": "1", "deleted": 0}
-                  for f in FLAVORS)])
+    if spec.flavor_tables:
+        await create_flavor_tables(engine)
     fleet = Fleet(spec)
     w = _Writer()
     for _ in _generate(spec, fleet, w):
@@ -150,6 +140,32 @@ async def create_fleet(engine: AsyncEngine, spec: FleetSpec, *, chunk: int = 500
             await _flush(engine, w)
     await _flush(engine, w, final=True)
     return fleet
+
+
+async def create_flavor_tables(engine: AsyncEngine) -> None:
+    """Kilo's instance_types / instance_type_extra_specs for FLAVORS: each live row with TABLE_SPECS, a retired
+    (deleted) row of the same flavorid with other specs, and a deleted spec row on each live one."""
+    async with engine.begin() as conn:
+        await conn.run_sync(flavor_metadata.create_all)
+        await conn.execute(insert(instance_types), [
+            *({**f, "deleted": 0} for f in FLAVORS),
+            *({**f, "id": 100 + f["id"], "name": f"retired {f['name']}", "deleted": 100 + f["id"]}
+              for f in FLAVORS)])
+        await conn.execute(insert(instance_type_extra_specs), [
+            *({"instance_type_id": f["id"], "key": k, "value": v, "deleted": 0}
+              for f, specs in zip(FLAVORS, TABLE_SPECS) for k, v in specs.items()),
+            *({"instance_type_id": f["id"], "key": "quota:vif_outbound_average", "value": "7", "deleted": 1}
+              for f in FLAVORS),
+            *({"instance_type_id": 100 + f["id"], "key": "quota:cpu_shares", "value": "1", "deleted": 0}
+              for f in FLAVORS)])
+
+
+Slots = dict[str, tuple[int, dict[str, str]] | None]
+
+
+def merged_slots(slots: Slots) -> Slots:
+    """What the blob holds once the flavor tables' specs are merged in, the stashed ones winning."""
+    return {s: None if e is None else (e[0], {**TABLE_SPECS[e[0]], **e[1]}) for s, e in slots.items()}
 
 
 async def _flush(engine: AsyncEngine, w: _Writer, final: bool = False) -> None:
@@ -215,8 +231,8 @@ def _generate(spec: FleetSpec, fleet: Fleet, w: _Writer) -> Iterator[None]:
                 if slots[slot] is not None:
                     idx, sp = slots[slot]  # type: ignore[misc]
                     rows += flavor_rows(prefix, FLAVORS[idx], sp, rng)
-            if spec.flavor_tables:  # what the blob will hold: the table's specs, the stashed ones winning
-                slots = {s: None if e is None else (e[0], {**TABLE_SPECS[e[0]], **e[1]}) for s, e in slots.items()}
+            if spec.flavor_tables:  # what the blob will hold
+                slots = merged_slots(slots)
         meta = _break(kind, rows)
         non_flavor = [(k, str(rng.randrange(100))) for k in NON_FLAVOR_KEYS]
         if resizing:
