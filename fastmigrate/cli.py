@@ -21,10 +21,11 @@ from .options import FlavorOptions
 from .placement import PlacementOptions
 from .placement.audit import AuditOptions
 from .output import Display, Events, Track, log, setup_logging
-from .report import database_problems, database_tracks, format_table, format_verify, run_document, verify_document
+from .report import (database_problems, database_tracks, format_table, format_verify, run_document, verified_tracks,
+                     verify_document, verify_tracks)
 from .results import DatabaseResult, ExitCode, RunResult
 from .throttle import parse_max_load
-from .verify import VerifyRun, verify_flavors
+from .verify import VerifyResult, VerifyRun, verify_flavors
 
 __all__ = ["main"]
 
@@ -390,9 +391,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-async def _verify(args: argparse.Namespace) -> VerifyRun:
+async def _verify(args: argparse.Namespace, progress: Callable[[VerifyResult], None]) -> VerifyRun:
     databases, cells = await _cell_databases(args)
-    return await verify_flavors(databases, include_deleted=args.include_deleted, cells=cells)
+    return await verify_flavors(databases, include_deleted=args.include_deleted, cells=cells, on_progress=progress)
 
 
 async def _flavors(args: argparse.Namespace, options: FlavorOptions,
@@ -448,7 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "placement":
             return _placement(args)
         if args.command == "verify":
-            return _execute(args, lambda _: _verify(args), _Shown(lambda _: [], format_verify, verify_document))
+            return _execute(args, lambda progress: _verify(args, progress),
+                            _Shown(verify_tracks, format_verify, verify_document),
+                            progress_of=lambda db: (verified_tracks(db), []))
         options = FlavorOptions(batch_size=args.batch_size, target_seconds=args.target_seconds,
                                 min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
                                 max_count=args.max_count, force=args.force,

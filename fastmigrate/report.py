@@ -12,10 +12,10 @@ from .output import SCHEMA_VERSION, Track
 from .results import DatabaseResult, RunResult
 
 if TYPE_CHECKING:
-    from .verify import VerifyRun
+    from .verify import VerifyResult, VerifyRun
 
 __all__ = ["SCHEMA_VERSION", "database_problems", "database_tracks", "format_table", "format_verify", "run_document",
-           "to_json", "total", "verify_document", "verify_json"]
+           "to_json", "total", "verified_tracks", "verify_document", "verify_json", "verify_tracks"]
 
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
@@ -158,6 +158,15 @@ def database_tracks(db: DatabaseResult) -> list[Track]:
     start."""
     done = db.migrated + len(db.busy) + len(db.broken) + db.skipped
     return [Track(db.cell or db.database, done, db.pending_before, "instances")]
+
+
+def verify_tracks(run: VerifyRun) -> list[Track]:
+    return [t for db in run.databases for t in verified_tracks(db)]
+
+
+def verified_tracks(db: VerifyResult) -> list[Track]:
+    """Progress of one database's verify: instances re-read of those in scope at the start."""
+    return [Track(db.cell or db.database, db.checked, db.expected, "instances")]
 
 
 def database_problems(db: DatabaseResult) -> list[tuple[str, str, str, str]]:

@@ -12,17 +12,17 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from functools import partial
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import reader
 from .blobcheck import blob_problems
-from .db import check_schema, connect_engine, mask, normalize_url, retrying
+from .db import check_schema, connect_engine, mask, normalize_url, read_rows, retrying
 from .errors import UsageError
 from .flavors import guarded
 from .results import ExitCode
@@ -36,6 +36,7 @@ __all__ = ["VerifyResult", "VerifyRun", "verify_flavors"]
 class VerifyResult:
     database: str
     cell: str | None = None  # the cell's name (or uuid) when the database came from cell_mappings
+    expected: int | None = None  # instances in scope when the run began: for progress
     checked: int = 0
     mismatches: list[tuple[str, str]] = field(default_factory=list)  # (uuid, problem)
     seconds: float = 0.0
@@ -59,8 +60,10 @@ class VerifyRun:
 
 
 async def verify_flavors(databases: Sequence[str], *, include_deleted: bool = False, page_size: int = 1000,
-                         cells: Sequence[str | None] = ()) -> VerifyRun:
-    """Re-read every database; ``cells`` names them in reports (by position) when they came from cell_mappings."""
+                         cells: Sequence[str | None] = (),
+                         on_progress: Callable[[VerifyResult], None] | None = None) -> VerifyRun:
+    """Re-read every database; ``cells`` names them in reports (by position) when they came from cell_mappings;
+    ``on_progress`` is called after every page."""
     if not databases:
         raise UsageError("name at least one database with --db URL")
     urls = [normalize_url(text) for text in databases]
@@ -69,22 +72,28 @@ async def verify_flavors(databases: Sequence[str], *, include_deleted: bool = Fa
                for text, cell in itertools.zip_longest(databases, cells[:len(databases)])]
     engines = [connect_engine(url, read_only=True) for url in urls]
     try:
-        await asyncio.gather(*(guarded(_verify(e, r, include_deleted, page_size), r, secrets)
+        await asyncio.gather(*(guarded(_verify(e, r, include_deleted, page_size, on_progress), r, secrets)
                                for e, r in zip(engines, results)))
     finally:
         await asyncio.gather(*(e.dispose() for e in engines))
     return VerifyRun(results)
 
 
-async def _verify(engine: AsyncEngine, result: VerifyResult, include_deleted: bool, page_size: int) -> None:
+async def _verify(engine: AsyncEngine, result: VerifyResult, include_deleted: bool, page_size: int,
+                  on_progress: Callable[[VerifyResult], None] | None) -> None:
     await check_schema(engine, result.database)
     started = time.monotonic()
+    in_scope = select(func.count()).select_from(instances)
+    result.expected = int((await read_rows(engine, in_scope if include_deleted
+                                           else in_scope.where(instances.c.deleted == 0)))[0][0])
     last_id = 0
     while True:
         (last_id, count), _ = await retrying(partial(_page, engine, last_id, page_size, include_deleted, result))
         if count == 0:
             break
         result.checked += count
+        if on_progress:
+            on_progress(result)
     result.seconds = time.monotonic() - started
 
 

@@ -242,9 +242,12 @@ async def test_verify_command(db: Database, capsys: pytest.CaptureFixture[str]) 
     await fleet(db, busy=0.05, deleted=0.0)
     code, _, _ = await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url)
     assert code == 1
-    code, out, _ = await asyncio.to_thread(cli, capsys, "verify", "--db", db.url, "--json")
+    code, out, _ = await asyncio.to_thread(cli, capsys, "verify", "--db", db.url, "--json",
+                                           "--progress-interval", "0")
     doc = summary(out)
     assert code == 3 and doc["exit_code"] == 3 and doc["command"] == "verify"
+    progress = [e for e in events(out) if e["event"] == "progress"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == doc["databases"][0]["instances"] == 300
     assert {m["problem"] for m in doc["databases"][0]["mismatched_instances"]} == {"no flavor blob"}
     await asyncio.to_thread(cli, capsys, "flavors", "--db", db.url, "--force")
     code, out, _ = await asyncio.to_thread(cli, capsys, "verify", "--db", db.url)
