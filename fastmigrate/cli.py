@@ -14,15 +14,15 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 
 from .db import DATABASE_ERRORS, SECRETS, mask, scrub
-from .deployment import cell_databases, read_config
+from .deployment import NovaConfig, cell_databases, read_config
 from .errors import FastmigrateError, UsageError
 from .flavors import flavor_status, migrate_flavors
 from .options import FlavorOptions
 from .placement import PlacementOptions
 from .placement.audit import AuditOptions
 from .output import Display, Events, Track, log, setup_logging
-from .report import (database_problems, database_tracks, format_table, format_verify, run_document, verified_tracks,
-                     verify_document, verify_tracks)
+from .report import (Problem, Seen, database_problems, database_tracks, format_table, format_verify, run_document,
+                     verified_tracks, verify_document, verify_tracks)
 from .results import DatabaseResult, ExitCode, RunResult
 from .throttle import parse_max_load
 from .verify import VerifyResult, VerifyRun, verify_flavors
@@ -101,7 +101,7 @@ def _config_option(parser: Any) -> None:
 
 
 async def _cell_databases(args: argparse.Namespace) -> tuple[list[str], list[str | None]]:
-    found = await cell_databases(args.db, read_config(args.config_file), api_db=args.api_db,
+    found = await cell_databases(args.db, args.config, api_db=args.api_db,
                                  all_cells=args.all_cells, cells=args.cell)
     return [url for url, _ in found], [cell for _, cell in found]
 
@@ -288,7 +288,7 @@ def _placement(args: argparse.Namespace) -> int:
 
     placement_shown: _Shown[PlacementRun] = _Shown(placement_tracks, format_placement, placement_document)
 
-    config = read_config(args.config_file)
+    config: NovaConfig = args.config
 
     def url(given: str | None, configured: str | None, option: str, where: str) -> str:
         if given or configured:
@@ -326,7 +326,7 @@ class _Outcome(Protocol):
 
 
 Out = TypeVar("Out", bound=_Outcome)
-Problem = tuple[str, str, str, str]  # (track, kind, instance, problem)
+Problems = Callable[[Any, Seen], list[Problem]]  # the problems not yet in ``Seen``, which it advances
 
 
 @dataclass(slots=True)
@@ -336,36 +336,37 @@ class _Shown(Generic[Out]):
     tracks: Callable[[Out], list[Track]]
     text: Callable[[Out], str]
     document: Callable[[Out], dict[str, Any]]
-    problems: Callable[[Out], list[Problem]] = lambda _: []
+    problems: Problems = lambda _, __: []
 
 
 def _execute(args: argparse.Namespace, start: Callable[[Callable[[Any], None]], Coroutine[Any, Any, Out]],
-             shown: _Shown[Out], *, progress_of: Callable[[Any], tuple[list[Track], list[Problem]]] | None = None,
+             shown: _Shown[Out], *, progress_of: tuple[Callable[[Any], list[Track]], Problems] | None = None,
              after_failure: str = "") -> int:
     """Run a command: a live display on a terminal (not with --quiet), NDJSON events with --json (start,
-    progress, problems, then the summary), else its report on stdout; its exit code. ``progress_of`` turns what
-    the command reports as it goes into tracks and problems (default: ``shown``'s, of the same result). A
-    database failure becomes a message that says what was kept (``after_failure``)."""
+    progress, problems, then the summary), else its report on stdout; its exit code. ``progress_of``: the
+    tracks and the problems of what the command reports as it goes (default: ``shown``'s, of the same result).
+    A database failure becomes a message that says what was kept (``after_failure``)."""
     command = " ".join(filter(None, (args.command, getattr(args, "step", None))))
     events = Events(sys.stdout, command, args.progress_interval) if args.json else None
     display = Display(sys.stderr, enabled=not args.quiet)
     setup_logging(args.verbose - args.quiet, display)
     if events:
         events.emit("start", argv=[mask(arg) if "://" in arg else arg for arg in args.argv])
-    emitted: set[tuple[str, str, str]] = set()
+    seen: Seen = {}  # problems emitted so far, per track and kind: each one once
 
-    def problems(found: list[Problem]) -> None:
+    def emit(found: list[Problem]) -> None:
         for track, kind, instance, text in found:
-            if events and (track, kind, instance) not in emitted:
-                emitted.add((track, kind, instance))
-                events.emit("problem", track=track, kind=kind, instance=instance, problem=text)
+            assert events is not None
+            events.emit("problem", track=track, kind=kind, instance=instance, problem=text)
+
+    tracks_of, problems_of = progress_of or (shown.tracks, shown.problems)
 
     def on_progress(result: Any) -> None:
-        tracks, found = progress_of(result) if progress_of else (shown.tracks(result), shown.problems(result))
+        tracks = tracks_of(result)
         display.update(tracks)
         if events:
             events.progress(tracks)
-            problems(found)
+            emit(problems_of(result, seen))
 
     try:
         result = _run(start(on_progress))
@@ -376,7 +377,7 @@ def _execute(args: argparse.Namespace, start: Callable[[Callable[[Any], None]], 
         display.close()
     if events:
         events.progress(shown.tracks(result), final=True)
-        problems(shown.problems(result))
+        emit(shown.problems(result, seen))
         events.emit("summary", **shown.document(result))
     else:
         sys.stdout.write(shown.text(result))
@@ -446,12 +447,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             return _run(run_demo(args.path, args.instances, args.broken, out=sys.stdout))
+        args.config = read_config(args.config_file)  # once: every command but the demo takes --config-file
         if args.command == "placement":
             return _placement(args)
         if args.command == "verify":
             return _execute(args, lambda progress: _verify(args, progress),
                             _Shown(verify_tracks, format_verify, verify_document),
-                            progress_of=lambda db: (verified_tracks(db), []))
+                            progress_of=(verified_tracks, lambda _, __: []))
         options = FlavorOptions(batch_size=args.batch_size, target_seconds=args.target_seconds,
                                 min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
                                 max_count=args.max_count, force=args.force,
@@ -462,13 +464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 max_rate=args.max_rate, max_load=args.max_load or (),
                                 max_flow_control=args.max_flow_control, max_recv_queue=args.max_recv_queue,
                                 flavor_extra_specs=not args.no_flavor_extra_specs,
-                                api_db=args.api_db or read_config(args.config_file).api_database)
+                                api_db=args.api_db or args.config.api_database)
         shown: _Shown[RunResult] = _Shown(
             lambda run: [t for db in run.databases for t in database_tracks(db)], format_table, run_document,
-            lambda run: [p for db in run.databases for p in database_problems(db)])
+            lambda run, seen: [p for db in run.databases for p in database_problems(db, seen)])
         try:
             return _execute(args, lambda progress: _flavors(args, options, progress), shown,
-                            progress_of=lambda db: (database_tracks(db), database_problems(db)),
+                            progress_of=(database_tracks, database_problems),
                             after_failure="committed batches are kept, rerun to continue")
         except asyncio.CancelledError:
             return _failed(args, "stopped; the batches in flight were rolled back, committed ones are kept; rerun "

@@ -81,6 +81,16 @@ class FlavorTables:
                                    "nova_api": "flavor extra specs from nova_api's flavors",
                                    None: "no flavor tables: extra specs as stashed in system_metadata"}[self.source])
 
+    @property
+    def merges(self) -> bool:
+        """Whether extra specs are looked up at all."""
+        return self.merge_specs and self.source is not None
+
+    @property
+    def rebuilds(self) -> bool:
+        """Whether legacy flavors can be rebuilt (the cell's own instance_types)."""
+        return self.source == "cell"
+
     async def close(self) -> None:
         if self.api is not None:
             await self.api.dispose()
@@ -88,7 +98,7 @@ class FlavorTables:
     async def specs(self, conn: AsyncConnection, flavorids: Iterable[str]) -> Mapping[str, Mapping[str, str]]:
         """flavorid -> its flavor's extra specs, for those of ``flavorids`` the tables know."""
         wanted = set(flavorids)
-        if not self.merge_specs or self.source is None:
+        if not self.merges:
             return {}
         missing = sorted(wanted - self.looked_up)
         if missing:
@@ -119,7 +129,7 @@ class FlavorTables:
     async def legacy(self, conn: AsyncConnection, type_ids: Iterable[int]) -> Mapping[int, LegacyFlavor]:
         """instance_type_id -> the flavor to rebuild a legacy instance's from (the cell's Kilo tables only)."""
         wanted = set(type_ids)
-        if self.source != "cell":
+        if not self.rebuilds:
             return {}
         missing = sorted(wanted - set(self.legacy_by_id))
         if missing:

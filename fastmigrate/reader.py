@@ -224,13 +224,15 @@ async def _sort(conn: AsyncConnection, rows: Sequence[Any], opts: ReadOptions, *
         by_uuid = await flavor_rows(conn, list(wanted), opts.include_deleted, lock=lock)
         specs: Mapping[str, Mapping[str, str]] = {}
         legacy: Mapping[int, LegacyFlavor] = {}
-        if opts.flavors is not None:
+        tables = opts.flavors
+        if tables is not None and tables.merges:  # a page's worth of Python only where there is a lookup
             flavorids = {r.value for rows in by_uuid.values() for r in rows
                          if r.value is not None and r.key.endswith("instance_type_flavorid")}
-            specs = await opts.flavors.specs(conn, flavorids)
+            specs = await tables.specs(conn, flavorids)
+        if tables is not None and tables.rebuilds:
             bare = {type_id for uuid, (_, _, type_id) in wanted.items() if type_id is not None
                     and not any(r.deleted == 0 and parse_key(r.key) for r in by_uuid.get(uuid, ()))}
-            legacy = await opts.flavors.legacy(conn, bare)
+            legacy = await tables.legacy(conn, bare)
         for uuid, (deleted, extra_id, type_id) in wanted.items():
             rows = tuple(by_uuid.get(uuid, ()))
             page.candidates.append(Candidate(uuid, deleted, extra_id, rows, specs,

@@ -14,8 +14,9 @@ from .results import DatabaseResult, RunResult
 if TYPE_CHECKING:
     from .verify import VerifyResult, VerifyRun
 
-__all__ = ["SCHEMA_VERSION", "database_problems", "database_tracks", "format_table", "format_verify", "run_document",
-           "to_json", "total", "verified_tracks", "verify_document", "verify_json", "verify_tracks"]
+__all__ = ["SCHEMA_VERSION", "Problem", "Seen", "database_problems", "database_tracks", "format_table",
+           "format_verify", "run_document", "to_json", "total", "verified_tracks", "verify_document", "verify_json",
+           "verify_tracks"]
 
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
@@ -169,12 +170,19 @@ def verified_tracks(db: VerifyResult) -> list[Track]:
     return [Track(db.cell or db.database, db.checked, db.expected, "instances")]
 
 
-def database_problems(db: DatabaseResult) -> list[tuple[str, str, str, str]]:
-    """(track, kind, instance, problem) of every instance that needs a human or was skipped busy."""
+Problem = tuple[str, str, str, str]  # (track, kind, instance, problem)
+Seen = dict[tuple[str, str], int]  # (track, kind) -> how many of those problems were reported already
+
+
+def database_problems(db: DatabaseResult, seen: Seen) -> list[Problem]:
+    """(track, kind, instance, problem) of the instances that need a human or were skipped busy since
+    ``seen`` (which it advances): the lists only grow, so a call costs what is new, not the whole run."""
     key = db.cell or db.database
-    return [*((key, "broken", b.uuid, b.reason) for b in db.broken),
+    broken, busy = seen.get((key, "broken"), 0), seen.get((key, "busy"), 0)
+    seen[key, "broken"], seen[key, "busy"] = len(db.broken), len(db.busy)
+    return [*((key, "broken", b.uuid, b.reason) for b in db.broken[broken:]),
             *((key, "busy", uuid, "task_state set, or vm_state rescued/resized: rerun when it settles, or --force")
-              for uuid in db.busy)]
+              for uuid in db.busy[busy:])]
 
 
 def format_verify(run: VerifyRun, *, max_listed: int = 50) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks.placement_fleet import PlacementFleet, create_placement_fleet
 from fastmigrate.db import connect_engine, normalize_url
 from fastmigrate.schema import instance_extra, instances, sysmeta
 
@@ -164,3 +165,13 @@ def summary(out: str) -> dict[str, Any]:
     last = events(out)[-1]
     assert last["event"] in ("summary", "error"), last
     return last
+
+
+PLACEMENT_FLEET = PlacementFleet(3_000)  # several chunks per big table at the tests' chunk sizes
+
+
+@pytest.fixture
+async def nova_api(mariadb_db: Database) -> Database:
+    """A MariaDB nova_api holding ``PLACEMENT_FLEET``'s placement tables."""
+    await create_placement_fleet(mariadb_db.engine, PLACEMENT_FLEET)
+    return mariadb_db

@@ -264,8 +264,13 @@ def test_progress_counts_every_instance_dealt_with_and_names_the_cell() -> None:
     assert database_tracks(db) == [Track("sqlite:///nova.db", 2_106, 10_000, "instances")]
     db.cell = "cell1"
     assert database_tracks(db)[0].key == "cell1"
-    assert database_problems(db)[0] == ("cell1", "broken", "x", "no instance_type_memory_mb")
-    assert [p[1] for p in database_problems(db)] == ["broken"] + ["busy"] * 100
+    seen: dict[tuple[str, str], int] = {}
+    found = database_problems(db, seen)
+    assert found[0] == ("cell1", "broken", "x", "no instance_type_memory_mb")
+    assert [p[1] for p in found] == ["broken"] + ["busy"] * 100
+    assert database_problems(db, seen) == []  # each reported once
+    db.busy.append("late")
+    assert database_problems(db, seen) == [("cell1", "busy", "late", found[1][3])]
 
 
 @pytest.mark.pure

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from benchmarks.placement_fleet import PlacementFleet, create_placement_fleet
 from fastmigrate.cli import main
 from fastmigrate.errors import SchemaError, UsageError
 from fastmigrate.placement import (PlacementOptions, TargetNotEmpty, copy_placement, sync_placement,
@@ -21,9 +20,9 @@ from fastmigrate.placement.schema import COPY_ORDER, INITIAL_REVISION, SPECS, pl
 from fastmigrate.placement.statements import delete_keys, key_range
 from fastmigrate.results import ExitCode
 
-from .conftest import Database, summary
+from .conftest import PLACEMENT_FLEET, Database, summary
 
-FLEET = PlacementFleet(3_000)
+FLEET = PLACEMENT_FLEET
 SMALL = PlacementOptions(chunk_size=500)  # several chunks per big table
 
 
@@ -44,12 +43,6 @@ async def _indexes(db: Database) -> set[tuple[str, str, str, int]]:
     rows = await db.rows("SELECT table_name, index_name, column_name, seq_in_index FROM information_schema.statistics "
                          "WHERE table_schema = DATABASE()")
     return {(str(t), str(i), str(c), int(n)) for t, i, c, n in rows}
-
-
-@pytest.fixture
-async def nova_api(mariadb_db: Database) -> Database:
-    await create_placement_fleet(mariadb_db.engine, FLEET)
-    return mariadb_db
 
 
 # -- pure --------------------------------------------------------------------------------------------------

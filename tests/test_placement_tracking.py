@@ -33,14 +33,6 @@ async def _tables(db: Database) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-@pytest.fixture
-async def nova_api(mariadb_db: Database) -> Database:
-    from .test_placement import FLEET, create_placement_fleet
-
-    await create_placement_fleet(mariadb_db.engine, FLEET)
-    return mariadb_db
-
-
 @pytest.mark.pure
 def test_triggers_log_each_key_and_the_old_key_of_a_moved_row() -> None:
     assert len(TRIGGERS) == 33 and all(len(name) <= 64 for name in TRIGGERS)

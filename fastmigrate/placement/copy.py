@@ -426,7 +426,8 @@ async def _repair(sides: _Sides, spec: TableSpec, result: TableResult, low: Key 
     return True
 
 
-# Labels of a rewrite's statements: whose row counts are rows deleted from the target, or copied to it.
+# A rewrite's statements, each with what its row count is: rows "deleted" from the target, rows "copied" to
+# it, or "" (nothing to count).
 Labelled = list[tuple[Write, str]]
 _DUPLICATE = 1062
 
@@ -455,19 +456,14 @@ async def _apply(sides: _Sides, share: Sequence[tuple[str, Sequence[Key]]]) -> N
     did in the run's table results. In place inside the server; where that trips a unique key (two rows of
     the batch swapped a name), and through fastmigrate, by deleting every key and copying the source's rows."""
     async def attempt(in_place: bool) -> None:
-        labelled: Labelled = []
-        for name, keys in share:
-            labelled += [(write, f"{label} {name}") for write, label in
-                         await _rewrite(sides, SPECS[name], keys, in_place=in_place)]
-        counts = await _transaction(sides.target, [write for write, _ in labelled])
-        for (_, label), rows in zip(labelled, counts):
-            if label.startswith(("deleted ", "copied ")):
-                kind, name = label.split(" ")
-                result = sides.run.table(name)
-                if kind == "deleted":
-                    result.rows_deleted += rows
-                else:
-                    result.rows_copied += rows
+        writes = [(write, kind, name) for name, keys in share
+                  for write, kind in await _rewrite(sides, SPECS[name], keys, in_place=in_place)]
+        counts = await _transaction(sides.target, [write for write, _, _ in writes])
+        for (_, kind, name), rows in zip(writes, counts):
+            if kind == "deleted":
+                sides.run.table(name).rows_deleted += rows
+            elif kind == "copied":
+                sides.run.table(name).rows_copied += rows
 
     try:
         await attempt(in_place=bool(sides.source_db))
@@ -522,8 +518,7 @@ async def _tracking_before(sides: _Sides, opts: PlacementOptions) -> bool:
                 f"{sides.run.source}: cannot install change tracking ({text}). Grant nova_api's user CREATE, DROP "
                 "and TRIGGER on it (with binary logging on, also SET GLOBAL log_bin_trust_function_creators = 1), "
                 "or run without --track-changes: each sync then compares checksums") from None
-    state = await tracking.read_state(sides.source)
-    return state.target == sides.target_name and not state.missing and state.has_log
+    return (await tracking.read_state(sides.source)).whole(sides.target_name)
 
 
 async def _tracking_after(sides: _Sides, opts: PlacementOptions, whole_pass: bool) -> None:

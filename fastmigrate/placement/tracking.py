@@ -41,7 +41,13 @@ __all__ = ["LOG", "TRACKING", "TRIGGERS", "TrackedElsewhere", "Tracking", "creat
 LOG = "fastmigrate_placement_log"
 TRACKING = "fastmigrate_placement_tracking"
 _EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
-TRIGGERS = {f"fastmigrate_{name}_{suffix}": (name, event) for name in COPY_ORDER for event, suffix in _EVENTS.items()}
+
+
+def _trigger_name(table: str, event: str) -> str:
+    return f"fastmigrate_{table}_{_EVENTS[event]}"
+
+
+TRIGGERS = {_trigger_name(table, event): (table, event) for table in COPY_ORDER for event in _EVENTS}
 
 _CREATE_LOG = (f"CREATE TABLE IF NOT EXISTS `{LOG}` (seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, "
                "table_name VARCHAR(64) NOT NULL, k1 INT NOT NULL, k2 INT NULL) ENGINE=InnoDB")
@@ -63,8 +69,7 @@ def create_trigger(spec: TableSpec, event: str) -> str:
         body = f"{log('NEW')} IF {moved} THEN {log('OLD')} END IF;"
     else:
         body = log("NEW" if event == "INSERT" else "OLD")
-    name = next(n for n, (table, e) in TRIGGERS.items() if (table, e) == (spec.name, event))
-    return (f"CREATE TRIGGER `{name}` AFTER {event} ON `{spec.name}` FOR EACH ROW "
+    return (f"CREATE TRIGGER `{_trigger_name(spec.name, event)}` AFTER {event} ON `{spec.name}` FOR EACH ROW "
             f"BEGIN DECLARE CONTINUE HANDLER FOR SQLSTATE '42S02' BEGIN END; {body} END")
 
 
@@ -93,9 +98,14 @@ class Tracking:
     pending: int  # entries waiting in the log
     last: int  # the newest entry's seq
 
+    def whole(self, target: str) -> bool:
+        """Whether the tracking is kept for ``target`` with every trigger and the log in place: a full pass
+        that begins so makes the log followable."""
+        return self.target == target and not self.missing and self.has_log
+
     def follows(self, target: str) -> bool:
         """Whether a sync into ``target`` can follow the log instead of comparing checksums."""
-        return self.target == target and self.complete and not self.missing and self.has_log
+        return self.whole(target) and self.complete
 
     def refuse_another(self, target: str) -> None:
         """Tracking for ``target`` cannot be installed while the log is kept for another."""
@@ -168,8 +178,7 @@ async def install(engine: AsyncEngine, target: str) -> int:
 async def mark_complete(engine: AsyncEngine, target: str) -> bool:
     """After a full pass into ``target`` that began with every trigger in place: the log can be followed, if
     the triggers are all still there. Whether it could."""
-    state = await read_state(engine)
-    if state.target != target or state.missing or not state.has_log:
+    if not (await read_state(engine)).whole(target):
         return False
     await _execute(engine, f"UPDATE `{TRACKING}` SET complete_at = NOW()")
     return True
