@@ -479,6 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(args, str(exc), ExitCode.USAGE)
     except FastmigrateError as exc:
         return _failed(args, str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        # A signal outside the run's own handling: during start-up, or a second Ctrl-C landing while the run
+        # removes its handlers at the very end. Every batch is one transaction: nothing is half-written.
+        return _failed(args, "interrupted; committed batches are kept, nothing half-written; rerun to continue",
+                       ExitCode.MORE)
     except Exception:  # noqa: BLE001 - a bug must not exit 1, which tells automation to loop
         traceback.print_exc()
         return _failed(args, "unexpected error (a bug: please report it with the traceback above); committed "

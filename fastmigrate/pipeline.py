@@ -220,9 +220,13 @@ _LOAD_RECHECK_SECONDS = 1.0
 
 
 async def _pause(seconds: float, stop: asyncio.Event) -> float:
+    """Wait ``seconds``, or less when ``stop`` is set; how long it waited. ``asyncio.timeout``, not
+    ``wait_for``: on Python 3.11 ``wait_for`` drops a cancellation that arrives as the event is set (a stop
+    and a second signal's cancel in the same loop iteration), and the run then hangs."""
     begun = time.monotonic()
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
     except TimeoutError:
         pass
     return time.monotonic() - begun

@@ -122,6 +122,20 @@ def test_an_unexpected_error_exits_2_not_1(monkeypatch: pytest.MonkeyPatch, caps
     assert "RuntimeError: boom" in err and "unexpected error" in err
 
 
+def test_a_signal_outside_the_runs_handling_exits_1_without_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # as when a second Ctrl-C lands while the run removes its signal handlers, at its very end
+    import fastmigrate.cli
+
+    async def interrupted(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastmigrate.cli, "migrate_flavors", interrupted)
+    code, out, err = cli(capsys, "flavors", "--db", "sqlite:///x.db", "--json")
+    assert code == 1 and "Traceback" not in err and "interrupted; committed batches are kept" in err
+    assert summary(out)["event"] == "error" and summary(out)["exit_code"] == 1
+
+
 async def test_json_is_a_stream_of_events_ending_with_the_summary(db: Database,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     await fleet(db, busy=0.01, deleted=0.0, broken=2)

@@ -88,9 +88,10 @@ async def test_sigterm_to_the_cli(sqlite_db: Database) -> None:
         assert time.monotonic() < deadline and proc.poll() is None
         await asyncio.sleep(0.05)
     assert proc.poll() is None
+    # Two different signals, back to back: the same one twice may merge into one, and a pause between them
+    # lets the batches in flight commit (the run ends) before the second arrives.
     proc.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.to_thread(proc.communicate, timeout=120)
     assert proc.returncode == ExitCode.MORE, err
     assert "rolling back the batches in flight" in err and "Traceback" not in err
@@ -98,3 +99,18 @@ async def test_sigterm_to_the_cli(sqlite_db: Database) -> None:
     rest = await migrate_flavors([sqlite_db.url])
     assert rest.exit_code == ExitCode.DONE
     assert await check_fleet(sqlite_db.engine, fleet) == []
+
+
+async def test_a_cancel_that_comes_with_the_stop_is_not_lost() -> None:
+    # The second signal's cancel lands in the same loop iteration as the first one's stop, while a writer
+    # pauses: the pause must end cancelled (Python 3.11's wait_for dropped it, and the run hung).
+    from fastmigrate.pipeline import _pause
+
+    stop = asyncio.Event()
+    pausing = asyncio.create_task(_pause(30.0, stop))
+    await asyncio.sleep(0)  # the pause is waiting
+    stop.set()
+    pausing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(pausing), timeout=5)
+    assert pausing.cancelled()
